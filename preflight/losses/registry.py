@@ -1,0 +1,137 @@
+"""The loss registry: names (and aliases) to `PreferenceLoss` classes.
+
+Built-in losses register themselves with `@register_loss`. Third-party packages add
+theirs through the entry-point group `preflight.losses`; an entry point names either a
+module (importing it runs its decorators) or a `PreferenceLoss` class (registered under
+the entry point's name). Entry points are loaded lazily, on the first query.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from importlib.metadata import entry_points
+from typing import Any, Callable, TypeVar
+
+from .base import PreferenceLoss
+
+ENTRY_POINT_GROUP = "preflight.losses"
+
+_REGISTRY: dict[str, type[PreferenceLoss]] = {}
+_entry_points_loaded = False
+
+L = TypeVar("L", bound=type[PreferenceLoss])
+
+
+def register_loss(name: str, *aliases: str) -> Callable[[L], L]:
+    """Class decorator: make a `PreferenceLoss` subclass selectable by `name` and `aliases`."""
+
+    def decorator(cls: L) -> L:
+        if not (inspect.isclass(cls) and issubclass(cls, PreferenceLoss)):
+            raise TypeError(f"@register_loss({name!r}) decorates {cls!r}, which is not a PreferenceLoss subclass")
+        for key in (name, *aliases):
+            existing = _REGISTRY.get(key)
+            if existing is not None and existing is not cls:
+                raise ValueError(
+                    f"loss name {key!r} is already registered by {_qualname(existing)}; "
+                    f"cannot register it again for {_qualname(cls)}"
+                )
+        for key in (name, *aliases):
+            _REGISTRY[key] = cls
+        cls.registry_names = (name, *aliases)
+        return cls
+
+    return decorator
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_entry_points() -> None:
+    """Import every `preflight.losses` entry point once (idempotent)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        target = ep.load()
+        if inspect.isclass(target) and issubclass(target, PreferenceLoss) and ep.name not in _REGISTRY:
+            register_loss(ep.name)(target)
+
+
+def available_losses() -> list[str]:
+    """Every registered name and alias, sorted."""
+    load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def loss_class(name: str) -> type[PreferenceLoss]:
+    """The class registered under `name`; unknown names raise a `ValueError` with the closest match."""
+    load_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown loss {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def loss_hyperparameters(cls: type[PreferenceLoss]) -> dict[str, inspect.Parameter]:
+    return {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
+
+
+def get_loss(name: str, **hyperparameters: Any) -> PreferenceLoss:
+    """An instance of the loss registered as `name`, built with `hyperparameters`."""
+    cls = loss_class(name)
+    valid = loss_hyperparameters(cls)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in valid.values())
+    unknown = [k for k in hyperparameters if k not in valid]
+    if unknown and not accepts_any:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"loss {name!r} has no hyperparameter {unknown[0]!r}.{hint} "
+            f"Valid: {', '.join(valid) or '(none)'}"
+        )
+    return cls(**hyperparameters)
+
+
+def build_loss(spec: Any) -> PreferenceLoss:
+    """A loss from any of the forms a config may hold.
+
+    - a registry name: ``"dpo"``
+    - a mapping with a name: ``{"name": "ipo", "beta": 0.5}``
+    - a ``class_path``/``init_args`` mapping (jsonargparse style)
+    - a `PreferenceLoss` instance (returned as is)
+    """
+    if isinstance(spec, PreferenceLoss):
+        return spec
+    if isinstance(spec, str):
+        return get_loss(spec)
+    if isinstance(spec, dict) or hasattr(spec, "items"):
+        spec = dict(spec.items())
+        if "class_path" in spec:
+            return _from_class_path(spec["class_path"], dict(spec.get("init_args") or {}))
+        if "name" not in spec:
+            raise ValueError(f"a loss mapping needs a 'name' (or 'class_path') key, got keys {sorted(spec)}")
+        name = spec.pop("name")
+        return get_loss(name, **spec)
+    raise ValueError(f"cannot build a loss from {spec!r}: give a name, a mapping with 'name', or a PreferenceLoss")
+
+
+def _from_class_path(class_path: str, init_args: dict) -> PreferenceLoss:
+    import importlib
+
+    module_name, _, attr = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"loss class_path {class_path!r} cannot be imported") from None
+    if not (inspect.isclass(cls) and issubclass(cls, PreferenceLoss)):
+        raise ValueError(f"loss class_path {class_path!r} is not a PreferenceLoss subclass")
+    if cls.registry_names:
+        return get_loss(cls.registry_names[0], **init_args)
+    return cls(**init_args)
