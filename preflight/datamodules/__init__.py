@@ -1,0 +1,16 @@
+"""Pairwise preference data: formats, tokenization, collation, samplers."""
+
+from .collate import PreferenceCollator
+from .errors import PreferenceDataError
+from .preference import PreferenceDataModule, load_tokenizer
+from .sampler import PreferenceBatchSampler
+from .tokenization import TokenizedPair
+
+__all__ = [
+    "PreferenceBatchSampler",
+    "PreferenceCollator",
+    "PreferenceDataError",
+    "PreferenceDataModule",
+    "TokenizedPair",
+    "load_tokenizer",
+]

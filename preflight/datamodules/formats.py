@@ -1,0 +1,114 @@
+"""Recognising and checking one preference row: standard, implicit-prompt or conversational.
+
+- standard: ``prompt``, ``chosen``, ``rejected`` are strings;
+- implicit prompt: only ``chosen`` and ``rejected``; the prompt is their longest common
+  prefix (characters for strings, whole messages for conversations), as TRL's ``extract_prompt``;
+- conversational: lists of ``{role, content}`` messages, rendered by the chat template.
+
+An optional ``margin`` (a number) is passed through for reward models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import PreferenceDataError
+from .sources import RawRow, _Malformed
+
+FIELDS = ("prompt", "chosen", "rejected", "margin")
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class PreferenceExample:
+    index: int
+    location: str
+    prompt: str | Messages
+    chosen: str | Messages
+    rejected: str | Messages
+    margin: float | None = None
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.chosen, list)
+
+
+def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Our field name → the name in the data. ``columns`` maps data names to ours: {question: prompt}."""
+    mapping = {f: f for f in FIELDS}
+    for data_name, ours in (columns or {}).items():
+        if ours not in FIELDS:
+            raise PreferenceDataError(f"columns: {data_name!r} maps to {ours!r}, which is not one of {', '.join(FIELDS)}")
+        mapping[ours] = data_name
+    return mapping
+
+
+def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
+    """Check one raw row and return it normalized; raise `PreferenceDataError` naming where and what."""
+    where = row.location
+    if isinstance(row.value, _Malformed):
+        raise PreferenceDataError(f"{where}: {row.value.problem}")
+    if not isinstance(row.value, Mapping):
+        raise PreferenceDataError(f"{where}: expected an object with prompt/chosen/rejected, got {type(row.value).__name__}")
+    value = row.value
+
+    def get(field: str, required: bool) -> Any:
+        key = names[field]
+        if key not in value:
+            if required:
+                raise PreferenceDataError(f"{where}: missing field {key!r}")
+            return None
+        item = value[key]
+        if item is None and required:
+            raise PreferenceDataError(f"{where}: field {key!r} is null")
+        return item
+
+    chosen, rejected = get("chosen", True), get("rejected", True)
+    prompt = get("prompt", False)
+    for field, item in (("chosen", chosen), ("rejected", rejected)) + ((("prompt", prompt),) if prompt is not None else ()):
+        _check_text_or_messages(item, f"{where}: field {names[field]!r}")
+    kinds = {isinstance(x, list) for x in (chosen, rejected) + ((prompt,) if prompt is not None else ())}
+    if len(kinds) > 1:
+        raise PreferenceDataError(f"{where}: mixes strings and message lists across prompt/chosen/rejected")
+    if prompt is None:
+        prompt, chosen, rejected = extract_prompt(chosen, rejected)
+    margin = get("margin", False)
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float, str)):
+            raise PreferenceDataError(f"{where}: field {names['margin']!r} must be a number, got {type(margin).__name__}")
+        try:
+            margin = float(margin)
+        except ValueError:
+            raise PreferenceDataError(f"{where}: field {names['margin']!r} must be a number, got {margin!r}") from None
+        if not math.isfinite(margin):
+            raise PreferenceDataError(f"{where}: field {names['margin']!r} is not finite ({margin})")
+    return PreferenceExample(row.index, where, prompt, chosen, rejected, margin)
+
+
+def _check_text_or_messages(item: Any, where: str) -> None:
+    if isinstance(item, str):
+        return
+    if not isinstance(item, list):
+        raise PreferenceDataError(f"{where} must be a string or a list of {{role, content}} messages, got {type(item).__name__}")
+    for i, message in enumerate(item, start=1):
+        if not isinstance(message, Mapping):
+            raise PreferenceDataError(f"{where}, message {i}: expected {{role, content}}, got {type(message).__name__}")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                problem = "missing" if message.get(key) is None else f"not a string ({type(message[key]).__name__})"
+                raise PreferenceDataError(f"{where}, message {i}: {key!r} is {problem}")
+
+
+def extract_prompt(chosen: str | Messages, rejected: str | Messages) -> tuple[Any, Any, Any]:
+    """Split the longest common prefix off two completions: (prompt, chosen rest, rejected rest).
+
+    Strings: character prefix; a space just before the divergence goes to the completions.
+    Messages: whole messages in common.
+    """
+    n = min(len(chosen), len(rejected))
+    idx = next((i for i in range(n) if chosen[i] != rejected[i]), n)
+    if isinstance(chosen, str) and 0 < idx and chosen[idx - 1] == " ":
+        idx -= 1
+    return chosen[:idx], chosen[idx:], rejected[idx:]

@@ -1,0 +1,330 @@
+"""`PreferenceDataModule`: pairwise preference data (prompt, chosen, rejected) as batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import cache
+from .collate import PreferenceCollator
+from .errors import PreferenceDataError
+from .formats import column_names, parse_example
+from .sampler import PreferenceBatchSampler
+from .sources import Source
+from .tokenization import TokenizedPair, Truncation, tokenize_example, tokenizer_fingerprint, truncate
+
+log = logging.getLogger("preflight.data")
+MAX_REPORTED = 5
+
+
+@dataclass
+class SplitReport:
+    """What happened to the rows of one split."""
+
+    source: str
+    rows: int = 0
+    kept: int = 0
+    bad: int = 0
+    identical: int = 0
+    truncated_away: int = 0
+    first_problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.source}: {self.kept} of {self.rows} pairs kept"]
+        if self.bad:
+            parts.append(f"{self.bad} bad rows skipped (first: {'; '.join(self.first_problems)})")
+        if self.identical:
+            parts.append(f"{self.identical} with chosen identical to rejected dropped")
+        if self.truncated_away:
+            parts.append(f"{self.truncated_away} dropped because a completion was empty after truncation")
+        return ", ".join(parts)
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: list[TokenizedPair]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> TokenizedPair:
+        return self.pairs[i]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [p.length for p in self.pairs]
+
+
+DataSpec = str | list[dict[str, Any]] | None
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Pairwise preference data for every preflight module (DPO-style and reward models).
+
+    Args:
+        tokenizer: a Hugging Face id, a local path, or a tokenizer instance.
+        train, val, test: a path to .jsonl/.json/.parquet/.csv, a Hugging Face datasets id,
+            or a list of dicts. Formats (standard, implicit prompt, conversational) are detected per row.
+        split, val_split, test_split, subset: the splits and configuration of a Hugging Face dataset.
+        val_fraction: without ``val``, this fraction of ``train`` becomes validation (seeded).
+        batch_size: pairs per batch and process; ``eval_batch_size`` for validation/test (default: the same).
+        max_length: prompt + completion tokens per row; ``max_prompt_length``: prompt tokens.
+        truncation: ``keep_end`` (default) keeps the end of a long prompt, next to the answer; ``keep_start`` its start.
+        columns: names in the data mapped to ours, e.g. ``{question: prompt, good: chosen, bad: rejected}``.
+        on_bad_rows: ``error`` (default) stops at the first bad row; ``skip`` skips and reports them.
+        drop_identical: drop pairs whose chosen equals the rejected (they carry no preference).
+        group_by_length: length-grouped batches for training (less padding).
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        cache_dir: where tokenized splits are cached (default ``~/.cache/preflight/tokenized``,
+            or ``$PREFLIGHT_CACHE``); ``use_cache: false`` turns the cache off.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any = "assets/tokenizer",
+        train: DataSpec = None,
+        val: DataSpec = None,
+        test: DataSpec = None,
+        *,
+        split: str = "train",
+        val_split: str = "test",
+        test_split: str = "test",
+        subset: str | None = None,
+        val_fraction: float = 0.0,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_length: int | None = 1024,
+        max_prompt_length: int | None = None,
+        truncation: Literal["keep_end", "keep_start"] = "keep_end",
+        columns: dict[str, str] | None = None,
+        on_bad_rows: Literal["error", "skip"] = "error",
+        drop_identical: bool = True,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        cache_dir: str | None = None,
+        use_cache: bool = True,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if truncation not in ("keep_end", "keep_start"):
+            raise ValueError(f"truncation must be 'keep_end' or 'keep_start', got {truncation!r}")
+        if on_bad_rows not in ("error", "skip"):
+            raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters(ignore=[] if isinstance(tokenizer, (str, os.PathLike)) else ["tokenizer"])
+        self._tokenizer_spec = tokenizer
+        self.train_spec, self.val_spec, self.test_spec = train, val, test
+        self.split, self.val_split, self.test_split, self.subset = split, val_split, test_split, subset
+        self.val_fraction = val_fraction
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.max_length, self.max_prompt_length, self.truncation = max_length, max_prompt_length, truncation
+        self.columns = dict(columns) if columns else None
+        self.on_bad_rows, self.drop_identical = on_bad_rows, drop_identical
+        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
+        self.num_workers, self.seed = num_workers, seed
+        self.cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
+        self.use_cache = use_cache
+        self.trust_remote_code = trust_remote_code
+        self._tokenizer = None
+        self.datasets: dict[str, PairDataset] = {}
+        self.reports: dict[str, SplitReport] = {}
+        self._train_sampler: PreferenceBatchSampler | None = None
+
+    # ------------------------------------------------------------------ tokenizer
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._tokenizer_spec, self.trust_remote_code)
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ data
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, ("train", "val", "test")):
+            self.dataset(split)
+
+    def dataset(self, split: str) -> PairDataset | None:
+        """The tokenized split ('train', 'val' or 'test'), built (or read from the cache) on first use."""
+        if split in self.datasets:
+            return self.datasets[split]
+        if split == "val" and self.val_spec is None and self.val_fraction > 0:
+            self._carve_validation()
+            return self.datasets.get("val")
+        spec = {"train": self.train_spec, "val": self.val_spec, "test": self.test_spec}[split]
+        if spec is None:
+            return None
+        hub_split = {"train": self.split, "val": self.val_split, "test": self.test_split}[split]
+        pairs, report = self._prepare(Source(spec, hub_split, self.subset))
+        self.datasets[split], self.reports[split] = PairDataset(pairs), report
+        log.info(report.summary())
+        return self.datasets[split]
+
+    def _carve_validation(self) -> None:
+        train = self.dataset("train")
+        n_val = max(1, int(round(len(train) * self.val_fraction)))
+        if n_val >= len(train):
+            raise PreferenceDataError(f"val_fraction={self.val_fraction} leaves no training pairs out of {len(train)}")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        val_ids, train_ids = sorted(order[:n_val]), sorted(order[n_val:])
+        self.datasets["val"] = PairDataset([train.pairs[i] for i in val_ids])
+        self.datasets["train"] = PairDataset([train.pairs[i] for i in train_ids])
+
+    def _settings(self) -> dict:
+        return {
+            "max_length": self.max_length, "max_prompt_length": self.max_prompt_length,
+            "truncation": self.truncation, "columns": self.columns, "on_bad_rows": self.on_bad_rows,
+            "drop_identical": self.drop_identical,
+        }
+
+    def _prepare(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
+        key = None
+        if self.use_cache:
+            key = cache.cache_key(
+                source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer), **self._settings()
+            )
+            hit = cache.load(self.cache_dir, key)
+            if hit is not None:
+                return [TokenizedPair.from_json(r) for r in hit["pairs"]], SplitReport(**hit["report"])
+        pairs, report = self._tokenize_source(source)
+        if key is not None:
+            cache.store(self.cache_dir, key, {"pairs": [p.to_json() for p in pairs], "report": report.__dict__})
+        return pairs, report
+
+    def _tokenize_source(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
+        names = column_names(self.columns)
+        report = SplitReport(source.name)
+        pairs: list[TokenizedPair] = []
+        for row in source.rows():
+            report.rows += 1
+            try:
+                example = parse_example(row, names)
+            except PreferenceDataError as err:
+                if self.on_bad_rows == "error":
+                    raise
+                report.bad += 1
+                if len(report.first_problems) < MAX_REPORTED:
+                    report.first_problems.append(str(err))
+                continue
+            if self.drop_identical and example.chosen == example.rejected:
+                report.identical += 1
+                continue
+            pair = truncate(
+                tokenize_example(self.tokenizer, example), self.max_length, self.max_prompt_length, self.truncation
+            )
+            if pair is None:
+                report.truncated_away += 1
+                continue
+            pairs.append(pair)
+        report.kept = len(pairs)
+        if report.rows == 0:
+            raise PreferenceDataError(f"{source.name}: the dataset is empty (no rows)")
+        if not pairs:
+            raise PreferenceDataError(f"{source.name}: no usable pairs ({report.summary()})")
+        return pairs, report
+
+    def attach_reference_logps(self, split: str, chosen: Sequence[float], rejected: Sequence[float]) -> None:
+        """Let precomputed reference log-probs travel with the rows of `split` (one value per pair, in order)."""
+        dataset = self.datasets[split]
+        if not len(chosen) == len(rejected) == len(dataset):
+            raise ValueError(f"{split}: {len(chosen)} reference values for {len(dataset)} pairs")
+        for pair, c, r in zip(dataset.pairs, chosen, rejected):
+            pair.reference_logps = (float(c), float(r))
+
+    # ------------------------------------------------------------------ loaders
+    @property
+    def collator(self) -> PreferenceCollator:
+        pad = self.tokenizer.pad_token_id
+        return PreferenceCollator(pad if pad is not None else self.tokenizer.eos_token_id, self.pad_to_multiple_of)
+
+    def _distribution(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require("train")
+        world_size, rank = self._distribution()
+        sampler = PreferenceBatchSampler(
+            dataset.lengths, self.batch_size, shuffle=True, group_by_length=self.group_by_length,
+            seed=self.seed, num_replicas=world_size, rank=rank,
+        )
+        self._resume_position(sampler)
+        self._train_sampler = sampler
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        dataset = self.dataset("val")
+        return [] if dataset is None else self._eval_loader(dataset)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._require("test"))
+
+    def ordered_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """Every pair of `split` once, in dataset order, on this process alone (for precomputation)."""
+        dataset = self._require(split)
+        sampler = PreferenceBatchSampler(dataset.lengths, batch_size or self.eval_batch_size, shuffle=False, group_by_length=False)
+        return self._loader(dataset, sampler)
+
+    def _eval_loader(self, dataset: PairDataset) -> DataLoader:
+        world_size, rank = self._distribution()
+        sampler = PreferenceBatchSampler(
+            dataset.lengths, self.eval_batch_size, shuffle=False, group_by_length=False,
+            num_replicas=world_size, rank=rank,
+        )
+        return self._loader(dataset, sampler)
+
+    def _loader(self, dataset: PairDataset, sampler: PreferenceBatchSampler) -> DataLoader:
+        return DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=self.collator, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _require(self, split: str) -> PairDataset:
+        dataset = self.dataset(split)
+        if dataset is None:
+            raise PreferenceDataError(f"no {split} data: set data.{split}")
+        return dataset
+
+    def _resume_position(self, sampler: PreferenceBatchSampler) -> None:
+        """When Lightning resumes mid-epoch, continue the epoch's batch order where it stopped."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        loop = trainer.fit_loop
+        done = loop.epoch_loop.batch_progress.current.completed
+        sampler.set_epoch(trainer.current_epoch)
+        if loop.restarting and done:
+            sampler.load_state_dict({"epoch": trainer.current_epoch, "yielded": done})
+
+
+def load_tokenizer(spec: Any, trust_remote_code: bool = False):
+    """A tokenizer from an id, a path, or an instance; pad falls back to EOS."""
+    if isinstance(spec, Mapping) or spec is None:
+        raise PreferenceDataError(f"tokenizer: expected a Hugging Face id, a path or a tokenizer, got {spec!r}")
+    if isinstance(spec, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(spec), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PreferenceDataError(f"tokenizer {str(spec)!r} cannot be loaded ({first})") from None
+    else:
+        tokenizer = spec
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,164 @@
+"""Reading raw rows from where preference data lives, each row with a human-readable location.
+
+Supported: .jsonl, .json (an array of objects, or an object holding one), .parquet, .csv,
+a Hugging Face datasets id (with `split` and `subset`), or an in-memory list of dicts.
+Nothing is unpickled: JSON, Parquet and CSV are read as data only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import PreferenceDataError
+
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+@dataclass
+class RawRow:
+    location: str  # "train.jsonl, line 3"
+    index: int  # 0-based position in the source
+    value: Any  # the parsed row (a dict unless the source is malformed)
+
+
+@dataclass
+class Source:
+    """Where a split comes from; `fingerprint()` keys the tokenization cache."""
+
+    spec: Any
+    split: str | None = None
+    subset: str | None = None
+
+    @property
+    def name(self) -> str:
+        if isinstance(self.spec, (list, tuple)):
+            return "in-memory data"
+        if isinstance(self.spec, (str, os.PathLike)):
+            return str(self.spec)
+        return type(self.spec).__name__
+
+    def kind(self) -> str:
+        if isinstance(self.spec, (list, tuple)):
+            return "list"
+        if not isinstance(self.spec, (str, os.PathLike)):
+            return "dataset"  # a datasets.Dataset instance
+        path = Path(self.spec)
+        suffix = path.suffix.lower()
+        if suffix in FILE_TYPES:
+            if not path.is_file():
+                raise PreferenceDataError(f"{self.spec}: file not found")
+            return suffix
+        if path.exists() and path.is_file():
+            raise PreferenceDataError(
+                f"{self.spec}: unknown file type {suffix or '(none)'!r}; expected one of {', '.join(FILE_TYPES)}"
+            )
+        if suffix and ("/" in str(self.spec) or os.sep in str(self.spec) or len(suffix) <= 6):
+            raise PreferenceDataError(
+                f"{self.spec}: unknown file type {suffix!r}; expected one of {', '.join(FILE_TYPES)}, "
+                "or a Hugging Face dataset id"
+            )
+        return "hub"
+
+    def fingerprint(self) -> str:
+        kind = self.kind()
+        h = hashlib.sha256(kind.encode())
+        if kind == "list":
+            h.update(json.dumps(list(self.spec), sort_keys=True, default=str).encode())
+        elif kind == "dataset":
+            h.update(str(getattr(self.spec, "_fingerprint", id(self.spec))).encode())
+        elif kind == "hub":
+            h.update(f"{self.spec}|{self.split}|{self.subset}".encode())
+        else:
+            with open(self.spec, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+
+    def rows(self) -> Iterator[RawRow]:
+        kind = self.kind()
+        reader = {
+            "list": self._list_rows, "dataset": self._dataset_rows, "hub": self._hub_rows,
+            ".jsonl": self._jsonl_rows, ".json": self._json_rows, ".parquet": self._parquet_rows, ".csv": self._csv_rows,
+        }[kind]
+        yield from reader()
+
+    def _list_rows(self) -> Iterator[RawRow]:
+        for i, value in enumerate(self.spec):
+            yield RawRow(f"{self.name}, row {i + 1}", i, value)
+
+    def _jsonl_rows(self) -> Iterator[RawRow]:
+        index = 0
+        with open(self.spec, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                location = f"{self.spec}, line {line_no}"
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as err:
+                    value = _Malformed(f"invalid JSON ({err.msg} at column {err.colno})")
+                yield RawRow(location, index, value)
+                index += 1
+
+    def _json_rows(self) -> Iterator[RawRow]:
+        try:
+            with open(self.spec, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise PreferenceDataError(f"{self.spec}, line {err.lineno}: invalid JSON ({err.msg})") from None
+        if isinstance(data, dict):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise PreferenceDataError(f"{self.spec}: expected a JSON array of rows (or an object holding one)")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise PreferenceDataError(f"{self.spec}: expected a JSON array of rows, got {type(data).__name__}")
+        for i, value in enumerate(data):
+            yield RawRow(f"{self.spec}, row {i + 1}", i, value)
+
+    def _parquet_rows(self) -> Iterator[RawRow]:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(self.spec)
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise PreferenceDataError(f"{self.spec}: cannot read Parquet ({err})") from None
+        for i, value in enumerate(table.to_pylist()):
+            yield RawRow(f"{self.spec}, row {i + 1}", i, value)
+
+    def _csv_rows(self) -> Iterator[RawRow]:
+        with open(self.spec, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for i, value in enumerate(reader):
+                # line of the record's end: header is line 1
+                yield RawRow(f"{self.spec}, line {reader.line_num}", i, value)
+
+    def _hub_rows(self) -> Iterator[RawRow]:
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(str(self.spec), self.subset, split=self.split or "train")
+        except Exception as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PreferenceDataError(
+                f"{self.spec}: not a file, and loading it as a Hugging Face dataset failed ({first_line})"
+            ) from None
+        yield from self._dataset_rows(name=f"{ds.info.dataset_name or 'dataset'}[{self.split or 'train'}]")
+
+    def _dataset_rows(self, name: str | None = None) -> Iterator[RawRow]:
+        name = name or self.name
+        for i, value in enumerate(self.spec):
+            yield RawRow(f"{name}, row {i + 1}", i, value)
+
+
+class _Malformed:
+    """A row that could not be parsed; `problem` says why."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
