@@ -1,7 +1,8 @@
 """preflight: PyTorch Lightning plugins for preference optimization of language models."""
 
 from .datamodules import PreferenceDataError, PreferenceDataModule
+from .modules import PreferenceModule, RewardModule
 
 __version__ = "0.1.0"
 
-__all__ = ["PreferenceDataError", "PreferenceDataModule", "__version__"]
+__all__ = ["PreferenceDataError", "PreferenceDataModule", "PreferenceModule", "RewardModule", "__version__"]

@@ -1,0 +1,112 @@
+"""Building the transformers models a module trains: from an id, a folder or an instance."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger("preflight.models")
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+DROPOUT_ATTRIBUTES = ("attention_dropout", "hidden_dropout", "dropout", "attn_dropout", "resid_dropout")
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message is one line naming the model."""
+
+
+def has_weights(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def load_model(
+    spec: Any,
+    auto_class: Any,
+    *,
+    trust_remote_code: bool = False,
+    init_seed: int = 0,
+    dtype: str | None = None,
+    **config_overrides: Any,
+) -> nn.Module:
+    """A model from a transformers instance, a local folder, or a Hub id.
+
+    A local folder with a config but no weights is built from the config with random
+    weights, deterministically from `init_seed` (the tiny models of tests and examples).
+    Dropout is switched off in the config (and in the modules, see `disable_dropout`).
+    """
+    if isinstance(spec, nn.Module):
+        return disable_dropout(spec)
+    from transformers import AutoConfig
+
+    name = str(spec)
+    local = Path(name)
+    looks_local = local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not local.is_dir():
+        raise ModelLoadError(f"model {name!r}: no such folder")
+    dtype_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **config_overrides)
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, float):
+                setattr(config, key, 0.0)
+        if local.is_dir() and not has_weights(local):
+            log.info("model %s has no weights: building it from its config with seed %d", name, init_seed)
+            with _seeded(init_seed):
+                model = auto_class.from_config(config, trust_remote_code=trust_remote_code, **dtype_kwargs)
+        else:
+            model = auto_class.from_pretrained(
+                name, config=config, trust_remote_code=trust_remote_code, **dtype_kwargs
+            )
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"model {name!r} cannot be loaded ({_first_line(err)})") from None
+    return disable_dropout(model)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Dropout off everywhere: preference losses compare log-probs that dropout would make noisy."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for attr in DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, 0.0)
+    return model
+
+
+def apply_lora(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
+    """Wrap `model` with a LoRA adapter; `settings` are `peft.LoraConfig` fields."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = {"task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 16, "target_modules": "all-linear", **settings}
+    try:
+        config = LoraConfig(**settings)
+    except TypeError as err:
+        raise ModelLoadError(f"peft: {_first_line(err)}") from None
+    return get_peft_model(model, config)
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (adapters stay injected in its layers)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")

@@ -1,0 +1,241 @@
+"""`PreferenceModule`: a causal-LM policy trained with any registered preference loss."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import LossInputs, LossOutput
+from .base import LossSpec, PreflightModule, Scheduler
+from .logps import logps_from_hidden, logps_from_logits
+from .models import apply_lora, is_peft, load_model, unwrap_peft
+
+log = logging.getLogger("preflight")
+Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
+
+
+class PreferenceModule(PreflightModule):
+    r"""Trains a causal LM on preference pairs with a loss from the registry.
+
+    Data flows one way: batch → completion log-probs of the policy (and of the reference,
+    when the loss declares ``requires_reference``) → `LossInputs` → loss → `LossOutput` →
+    metrics. The module knows no formula; the loss never sees the model.
+
+    Args:
+        model: a Hugging Face id or local path of a causal LM, or a transformers model instance.
+            A local folder holding only a config is built with random weights (seeded by ``init_seed``).
+        loss: a registry name (``dpo``), a mapping ``{name: ipo, beta: 0.5}``, a
+            ``class_path``/``init_args`` mapping, or a `PreferenceLoss` instance.
+        reference: ``auto`` (none when the loss needs no reference, ``adapter`` with PEFT, else
+            ``copy``), ``copy`` (a frozen copy of the initial policy), ``adapter`` (the policy with
+            its LoRA adapter disabled), ``precomputed`` (reference log-probs computed once before
+            training and kept with the data; no reference model in memory), ``none``.
+        reference_model: a different reference checkpoint (id or path), for ``copy`` or ``precomputed``.
+        peft: LoRA settings (fields of ``peft.LoraConfig``); None trains all weights.
+        fused_lm_head: compute the lm_head only at completion positions, in chunks recomputed
+            in backward (``auto``: on, after checking once that it matches the model's own logits).
+        gradient_checkpointing: recompute decoder activations in backward.
+        trust_remote_code: allow model code from the Hub (off by default).
+    """
+
+    def __init__(
+        self,
+        model: Any = "assets/tiny-llama",
+        loss: LossSpec = "dpo",
+        reference: Reference = "auto",
+        reference_model: str | None = None,
+        peft: dict[str, Any] | None = None,
+        learning_rate: float = 5e-6,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        scheduler: Scheduler = "linear",
+        gradient_checkpointing: bool = False,
+        fused_lm_head: Literal["auto", "on", "off"] = "auto",
+        lm_head_chunk_size: int = 1024,
+        precompute_batch_size: int = 32,
+        on_nonfinite: Literal["error", "skip"] = "error",
+        trust_remote_code: bool = False,
+        init_seed: int = 0,
+        model_dtype: str | None = None,
+    ) -> None:
+        super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
+        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
+        if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
+            raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
+        if fused_lm_head not in ("auto", "on", "off"):
+            raise ValueError(f"fused_lm_head must be auto, on or off; got {fused_lm_head!r}")
+        self.reference_mode = self._resolve_reference(reference, peft, reference_model)
+        self.model_spec, self.reference_spec, self.peft_settings = model, reference_model, peft
+        self.gradient_checkpointing, self.fused_lm_head = gradient_checkpointing, fused_lm_head
+        self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
+        self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
+        self.policy: nn.Module | None = None
+        self.reference_model: nn.Module | None = None
+        self._fused_checked = fused_lm_head != "auto"
+        self._use_fused = fused_lm_head == "on"
+        self._precomputed: dict[str, list[list[float]]] = {}
+        if isinstance(model, str):
+            self._check_model_path(model)
+            if reference_model:
+                self._check_model_path(reference_model)
+
+    # ------------------------------------------------------------------ building
+    def _resolve_reference(self, reference: str, peft: dict | None, reference_model: str | None) -> str:
+        needs = self.loss_fn.requires_reference
+        if reference == "auto":
+            return "none" if not needs else ("adapter" if peft and not reference_model else "copy")
+        if needs and reference == "none":
+            raise ValueError(f"loss '{self.loss_fn.name}' needs a reference: set reference to auto, copy, adapter or precomputed")
+        if reference == "adapter" and not peft:
+            raise ValueError("reference: adapter needs a peft (LoRA) configuration")
+        if reference == "adapter" and reference_model:
+            raise ValueError("reference: adapter uses the policy's own base weights; drop reference_model or use copy")
+        return reference if needs else "none"
+
+    @staticmethod
+    def _check_model_path(spec: str) -> None:
+        from pathlib import Path
+
+        from .models import ModelLoadError
+
+        if (spec.startswith((".", "/", "~")) or spec.count("/") > 1) and not Path(spec).expanduser().is_dir():
+            raise ModelLoadError(f"model {spec!r}: no such folder")
+
+    def _load(self, spec: Any) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return load_model(spec, AutoModelForCausalLM, trust_remote_code=self.trust_remote_code,
+                          init_seed=self.init_seed, dtype=self.model_dtype)
+
+    def configure_model(self) -> None:
+        """Build the policy (and reference). Idempotent, so sharded strategies may call it on their devices."""
+        if self.policy is not None:
+            return
+        base = self._load(self.model_spec)
+        if self.reference_mode == "copy":
+            reference = self._load(self.reference_spec) if self.reference_spec else copy.deepcopy(base)
+            self.reference_model = reference.eval().requires_grad_(False)
+        if self.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.config.use_cache = False
+        self.policy = apply_lora(base, dict(self.peft_settings)) if self.peft_settings else base
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reference_model is not None:
+            self.reference_model.eval()  # the reference never trains
+        return self
+
+    # ------------------------------------------------------------------ log-probs
+    def completion_logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """Summed completion log-probs of every row of the batch [2B], float32, one forward."""
+        input_ids, attention_mask, completion_mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        if not self._fused_checked:
+            self._use_fused = self._fused_matches(model, batch)
+            self._fused_checked = True
+        if self._use_fused:
+            lm = unwrap_peft(model)
+            decoder = lm.get_decoder()
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            return logps_from_hidden(hidden, lm.get_output_embeddings(), input_ids, completion_mask, self.lm_head_chunk_size)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return logps_from_logits(logits, input_ids, completion_mask)
+
+    def _fused_matches(self, model: nn.Module, batch: dict[str, Tensor]) -> bool:
+        """Whether decoder + lm_head reproduce the model's own logits (no soft-capping or scaling)."""
+        lm = unwrap_peft(model)
+        if not (callable(getattr(lm, "get_decoder", None)) and isinstance(lm.get_output_embeddings(), nn.Linear)):
+            return False
+        rows = {k: v[:1] for k, v in batch.items() if k in ("input_ids", "attention_mask", "completion_mask")}
+        with torch.no_grad():
+            plain = logps_from_logits(model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+                                            use_cache=False).logits, rows["input_ids"], rows["completion_mask"])
+            hidden = lm.get_decoder()(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+                                      use_cache=False).last_hidden_state
+            fused = logps_from_hidden(hidden, lm.get_output_embeddings(), rows["input_ids"], rows["completion_mask"])
+        ok = torch.allclose(plain, fused, rtol=1e-3, atol=1e-3)
+        if not ok:
+            log.info("fused lm_head does not reproduce this model's logits; using full logits")
+        return ok
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.reference_mode == "precomputed":
+            if "reference_chosen_logps" not in batch:
+                raise RuntimeError("reference: precomputed, but the batch carries no reference_chosen_logps")
+            return torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]]).float()
+        if self.reference_mode == "adapter":
+            with self.policy.disable_adapter():
+                return self.completion_logps(self.policy, batch)
+        return self.completion_logps(self.reference_model, batch)
+
+    # ------------------------------------------------------------------ the loss
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, Tensor, Tensor]:
+        B = batch["chosen_lengths"].shape[0]
+        policy = self.completion_logps(self.policy, batch)
+        inputs = LossInputs(
+            policy_chosen_logps=policy[:B], policy_rejected_logps=policy[B:],
+            chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"],
+            margin=batch.get("margin"),
+        )
+        if self.loss_fn.requires_reference:
+            reference = self.reference_logps(batch)
+            inputs.reference_chosen_logps, inputs.reference_rejected_logps = reference[:B], reference[B:]
+        output = self.loss_fn(inputs)
+        return output, policy[:B], policy[B:]
+
+    # ------------------------------------------------------------------ precomputed reference
+    def on_fit_start(self) -> None:
+        if self.reference_mode == "precomputed":
+            self._attach_precomputed(("train", "val"))
+
+    def on_validation_start(self) -> None:
+        if self.reference_mode == "precomputed" and not self.trainer.training:
+            self._attach_precomputed(("val",))
+
+    def on_test_start(self) -> None:
+        if self.reference_mode == "precomputed":
+            self._attach_precomputed(("test",))
+
+    def _attach_precomputed(self, splits: tuple[str, ...]) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "attach_reference_logps"):
+            raise RuntimeError("reference: precomputed needs a PreferenceDataModule (trainer.fit(module, datamodule=...))")
+        for split in splits:
+            if datamodule.dataset(split) is None:
+                continue
+            if split not in self._precomputed:
+                self._precomputed[split] = self._compute_reference_table(datamodule, split)
+            values = self._precomputed[split]
+            datamodule.attach_reference_logps(split, [v[0] for v in values], [v[1] for v in values])
+
+    def _compute_reference_table(self, datamodule, split: str) -> list[list[float]]:
+        """One no-grad pass over `split`, in dataset order, with the initial policy (or reference_model)."""
+        model = self._load(self.reference_spec).to(self.device) if self.reference_spec else self.policy
+        was_training = model.training
+        model.eval()
+        table: list[list[float]] = []
+        context = self.policy.disable_adapter() if (model is self.policy and is_peft(self.policy)) else contextlib.nullcontext()
+        with torch.no_grad(), context:
+            for batch in datamodule.ordered_dataloader(split, self.precompute_batch_size):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logps = self.completion_logps(model, batch)
+                B = batch["chosen_lengths"].shape[0]
+                table += torch.stack([logps[:B], logps[B:]], dim=1).tolist()
+        model.train(was_training)
+        return table
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._precomputed:
+            checkpoint["preflight_reference_logps"] = self._precomputed
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._precomputed = checkpoint.get("preflight_reference_logps", {})
+

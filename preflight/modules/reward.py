@@ -1,0 +1,86 @@
+"""`RewardModule`: a Bradley-Terry reward model (seed Eq. 2) on a sequence-classification model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from ..losses import LossInputs, LossOutput
+from .base import LossSpec, PreflightModule, Scheduler
+from .models import apply_lora, load_model
+
+
+class RewardModule(PreflightModule):
+    r"""Trains r_φ(x, y) with ``bradley_terry`` (−log σ(r_w − r_l − margin), seed Eq. 2) or any
+    registered loss whose ``input_kind`` is ``rewards``, from the same `PreferenceDataModule`.
+
+    The model is a transformers sequence-classification model with one output
+    (``num_labels=1``), scoring the last real token of prompt+completion; a causal-LM
+    checkpoint gets a fresh one-output score head. Logs ``rewards/accuracies``,
+    ``rewards/margins`` and the mean rewards; exports as a Hugging Face sequence-classification folder.
+
+    Args:
+        model: a Hugging Face id or local path, or a transformers model instance.
+        loss: a reward-model loss (default ``bradley_terry``), in any form `PreferenceModule` accepts.
+        peft: optional LoRA settings (the score head stays trainable).
+    """
+
+    def __init__(
+        self,
+        model: Any = "assets/tiny-llama",
+        loss: LossSpec = "bradley_terry",
+        peft: dict[str, Any] | None = None,
+        learning_rate: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        scheduler: Scheduler = "linear",
+        gradient_checkpointing: bool = False,
+        on_nonfinite: Literal["error", "skip"] = "error",
+        trust_remote_code: bool = False,
+        init_seed: int = 0,
+        model_dtype: str | None = None,
+    ) -> None:
+        super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
+        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
+        if self.loss_fn.input_kind != "rewards":
+            raise ValueError(
+                f"RewardModule trains on reward scores; loss '{self.loss_fn.name}' needs policy log-probs "
+                "(use PreferenceModule, or a reward loss such as bradley_terry)"
+            )
+        self.model_spec, self.peft_settings = model, peft
+        self.gradient_checkpointing, self.trust_remote_code = gradient_checkpointing, trust_remote_code
+        self.init_seed, self.model_dtype = init_seed, model_dtype
+        self.model: nn.Module | None = None
+        if isinstance(model, str):
+            from .preference import PreferenceModule
+
+            PreferenceModule._check_model_path(model)
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from transformers import AutoModelForSequenceClassification
+
+        model = load_model(self.model_spec, AutoModelForSequenceClassification, trust_remote_code=self.trust_remote_code,
+                           init_seed=self.init_seed, dtype=self.model_dtype, num_labels=1)
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.peft_settings:
+            model = apply_lora(model, {"task_type": "SEQ_CLS", **self.peft_settings})
+        self.model = model
+
+    def rewards(self, batch: dict[str, Tensor]) -> Tensor:
+        """r_φ for every row [2B] (chosen rows first), float32."""
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return out.logits[:, 0].float()
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, None, None]:
+        B = batch["chosen_lengths"].shape[0]
+        scores = self.rewards(batch)
+        inputs = LossInputs(
+            chosen_rewards=scores[:B], rejected_rewards=scores[B:], margin=batch.get("margin"),
+            chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"],
+        )
+        return self.loss_fn(inputs), None, None
