@@ -68,10 +68,11 @@ class PreflightCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> PreflightCLI:
+def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[PreflightCLI] = PreflightCLI) -> PreflightCLI:
+    """The CLI; with ``run=False`` it parses and instantiates without a subcommand (no ``fit`` in `args`)."""
     load_entry_points()
     parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf", "exit_on_error": False}
-    return PreflightCLI(
+    return cli_class(
         PreflightModule,
         PreferenceDataModule,
         subclass_mode_model=True,

@@ -38,8 +38,8 @@ class PreferenceMetrics(nn.Module):
 
     def update(
         self, output: LossOutput, chosen_logps: Tensor | None = None, rejected_logps: Tensor | None = None
-    ) -> dict[str, MeanMetric]:
-        """Accumulate one batch; return {logged name: metric} for `LightningModule.log_dict`."""
+    ) -> dict[str, tuple[MeanMetric, str]]:
+        """Accumulate one batch; return {logged name: (metric, its attribute path under this module)}."""
         values: dict[str, Tensor] = {"loss": output.loss.detach()}
         weights: dict[str, int] = {"loss": output.losses.shape[0]}
         if output.chosen_rewards is not None and output.rejected_rewards is not None:
@@ -61,5 +61,5 @@ class PreferenceMetrics(nn.Module):
                 metric(value, weights.get(name, output.losses.shape[0]))
             else:
                 metric(value)
-            logged[f"{self.stage}/{name}"] = metric
+            logged[f"{self.stage}/{name}"] = (metric, f"means.{_key(name)}")
         return logged

@@ -67,8 +67,9 @@ class PreflightModule(L.LightningModule):
             return self._non_finite("loss", output.losses)
         logged = getattr(self, f"{stage}_metrics").update(output, chosen_logps, rejected_logps)
         on_step = stage == "train"
-        for name, metric in logged.items():
-            self.log(name, metric, on_step=on_step, on_epoch=not on_step,
+        for name, (metric, attribute) in logged.items():
+            # metric_attribute: metrics a loss adds appear after Lightning has indexed the module's metrics
+            self.log(name, metric, on_step=on_step, on_epoch=not on_step, metric_attribute=f"{stage}_metrics.{attribute}",
                      prog_bar=name.endswith(("/loss", "accuracies")), batch_size=output.losses.shape[0])
         return output.loss
 
