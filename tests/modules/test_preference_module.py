@@ -95,3 +95,11 @@ def test_loss_specification_forms():
 def test_missing_model_folder_is_a_clear_error():
     with pytest.raises(ModelLoadError, match="'./no-such-model': no such folder"):
         PreferenceModule("./no-such-model")
+
+
+def test_dpo_starts_at_log_2_with_the_policy_equal_to_its_reference():
+    import math
+
+    output, _, _ = built().compute_loss(batch_of(random_pairs(4, seed=9)))
+    assert output.loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert output.chosen_rewards.abs().max().item() < 1e-6
