@@ -23,6 +23,7 @@ import lightning as L
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
+from .checkpointing import AtomicCheckpointIO
 from .datamodules import PreferenceDataModule
 from .losses.registry import load_entry_points
 from .modules import NonFiniteError, PreflightModule
@@ -65,6 +66,8 @@ class PreflightCLI(LightningCLI):
         # Read and check the data before the trainer exists, so bad data leaves no run folder behind.
         if self.subcommand in SUBCOMMANDS and isinstance(self.datamodule, PreferenceDataModule):
             self.datamodule.setup(self.subcommand)
+        if self._get(self.config_init, "trainer", default={}).get("plugins") is None:
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(**kwargs)
 
 

@@ -17,7 +17,7 @@ from . import cache
 from .collate import PreferenceCollator
 from .errors import PreferenceDataError
 from .formats import column_names, parse_example
-from .sampler import PreferenceBatchSampler
+from .sampler import FlatBatchSampler, PreferenceBatchSampler
 from .sources import Source
 from .tokenization import TokenizedPair, Truncation, tokenize_example, tokenizer_fingerprint, truncate
 
@@ -255,12 +255,16 @@ class PreferenceDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def _accumulation(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return 1 if trainer is None else trainer.accumulate_grad_batches
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._require("train")
         world_size, rank = self._distribution()
         sampler = PreferenceBatchSampler(
             dataset.lengths, self.batch_size, shuffle=True, group_by_length=self.group_by_length,
-            seed=self.seed, num_replicas=world_size, rank=rank,
+            seed=self.seed, num_replicas=world_size, rank=rank, accumulate=self._accumulation(),
         )
         self._resume_position(sampler)
         self._train_sampler = sampler
@@ -288,9 +292,9 @@ class PreferenceDataModule(L.LightningDataModule):
         return self._loader(dataset, sampler)
 
     def _loader(self, dataset: PairDataset, sampler: PreferenceBatchSampler) -> DataLoader:
-        return DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=self.collator, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return ResumableDataLoader(
+            dataset, batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler), collate_fn=self.collator,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def _require(self, split: str) -> PairDataset:
@@ -305,10 +309,28 @@ class PreferenceDataModule(L.LightningDataModule):
         if trainer is None:
             return
         loop = trainer.fit_loop
-        done = loop.epoch_loop.batch_progress.current.completed
+        # `processed`, not `completed`: a checkpoint written in on_train_batch_end has trained the
+        # batch it was written after, and Lightning counts it as completed only later, when it restarts.
+        done = loop.epoch_loop.batch_progress.current.processed
         sampler.set_epoch(trainer.current_epoch)
         if loop.restarting and done:
             sampler.load_state_dict({"epoch": trainer.current_epoch, "yielded": done})
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning treats as resumable.
+
+    Its position is restored from the trainer's own progress counters when
+    `train_dataloader()` is built on restart (see `_resume_position`), which, unlike a
+    loader-side counter, is not thrown off by Lightning prefetching a batch ahead; so its
+    own state is empty.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def load_tokenizer(spec: Any, trust_remote_code: bool = False):

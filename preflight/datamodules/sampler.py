@@ -1,13 +1,14 @@
 """Batch order: length-grouped, seeded, and independent of the number of processes.
 
-`PreferenceBatchSampler` first forms *global* batches of ``batch_size × num_replicas``
-pairs from one seeded permutation (so the global batches are the same for 1 process
-with batch 8 as for 2 processes with batch 4 each), then gives each rank its contiguous
-slice. With ``group_by_length`` the permutation is cut into mega-batches of
-``mega_batch_size`` global batches, each sorted by length, and the batches are shuffled:
-rows of similar length share a batch, so little padding is computed.
+`PreferenceBatchSampler` forms *step* batches of ``batch_size × num_replicas × accumulate``
+pairs (everything one optimizer step sees) from one seeded permutation, splits each into
+``accumulate`` consecutive micro-batches, and gives each rank its contiguous slice of every
+micro-batch. So 1 process with batch 8, 2 processes with batch 4, and 1 process with batch 2
+accumulating 4 all train on the same pairs in each optimizer step. With ``group_by_length``
+the permutation is cut into mega-batches of ``mega_batch_size`` step batches, each sorted by
+length, and the step batches are shuffled: rows of similar length share a batch.
 
-It is resumable: ``state_dict()`` holds the epoch and how many batches this epoch has
+It is resumable: ``state_dict()`` holds the epoch and how many micro-batches this epoch has
 already yielded, so a restarted run continues mid-epoch with the same batches.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import torch
+from torch.utils.data import DistributedSampler
 
 
 class PreferenceBatchSampler:
@@ -31,6 +33,7 @@ class PreferenceBatchSampler:
         rank: int = 0,
         drop_last: bool = False,
         mega_batch_size: int = 50,
+        accumulate: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -40,12 +43,15 @@ class PreferenceBatchSampler:
         self.batch_size, self.shuffle, self.group_by_length = batch_size, shuffle, group_by_length
         self.seed, self.num_replicas, self.rank, self.drop_last = seed, num_replicas, rank, drop_last
         self.mega_batch_size = mega_batch_size
+        self.accumulate = max(1, accumulate)
         self.epoch = 0
+        self._sizes: tuple[int, list[int]] | None = None  # (epoch, global batch sizes), cached
         self._yielded = 0  # batches already yielded in the current epoch (for resume)
         self._resume_from = 0
 
     @property
     def global_batch_size(self) -> int:
+        """Pairs of one micro-batch over all ranks."""
         return self.batch_size * self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
@@ -53,9 +59,9 @@ class PreferenceBatchSampler:
             self._resume_from = 0
         self.epoch = epoch
 
-    def global_batches(self) -> list[list[int]]:
-        """Every global batch of the current epoch, in order (identical on every rank)."""
-        n, size = len(self.lengths), self.global_batch_size
+    def step_batches(self) -> list[list[int]]:
+        """Every optimizer step's pairs for the current epoch, in order (identical on every rank)."""
+        n, size = len(self.lengths), self.global_batch_size * self.accumulate
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
         if self.group_by_length:
@@ -66,12 +72,27 @@ class PreferenceBatchSampler:
                 for i in sorted(order[start : start + mega], key=lambda j: -self.lengths[j])
             ]
         batches = [order[i : i + size] for i in range(0, n, size)]
-        if batches and len(batches[-1]) < size and (self.drop_last or len(batches[-1]) < self.num_replicas):
+        if batches and len(batches[-1]) < size and self.drop_last:
             batches.pop()
         if self.shuffle and self.group_by_length:
             perm = torch.randperm(len(batches), generator=g).tolist()
             batches = [batches[i] for i in perm]
         return batches
+
+    def global_batches(self) -> list[list[int]]:
+        """Every micro-batch of the epoch over all ranks, in order (identical on every rank).
+
+        A micro-batch with fewer pairs than ranks (only possible at the very end) is left out.
+        """
+        size = self.global_batch_size
+        micro = [step[i : i + size] for step in self.step_batches() for i in range(0, len(step), size)]
+        return [m for m in micro if len(m) >= self.num_replicas]
+
+    def global_batch_sizes(self) -> list[int]:
+        """Pairs in each micro-batch of the current epoch (all ranks together)."""
+        if self._sizes is None or self._sizes[0] != self.epoch:
+            self._sizes = (self.epoch, [len(b) for b in self.global_batches()])
+        return self._sizes[1]
 
     def local_slice(self, batch: list[int]) -> list[int]:
         """This rank's share of a global batch: contiguous, as even as possible."""
@@ -87,12 +108,9 @@ class PreferenceBatchSampler:
             self._yielded += 1
             yield self.local_slice(batch)
         self._yielded = 0
-        self.epoch += 1  # plain loops (without Lightning's set_epoch) still reshuffle
 
     def __len__(self) -> int:
-        n, size = len(self.lengths), self.global_batch_size
-        full, rest = divmod(n, size)
-        return full + (1 if rest and not self.drop_last and rest >= self.num_replicas else 0)
+        return len(self.global_batch_sizes())
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "yielded": self._yielded}
@@ -100,3 +118,27 @@ class PreferenceBatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]
         self._resume_from = state["yielded"]
+
+
+class FlatBatchSampler(DistributedSampler):
+    """`PreferenceBatchSampler`'s batches for this rank, flattened, as a `DistributedSampler`.
+
+    Lightning swaps in its own `DistributedSampler` for any other sampler under DDP/FSDP
+    (``use_distributed_sampler``); handing it a `DistributedSampler` keeps preflight's
+    world-size-independent global batches. A `DataLoader` with ``batch_size`` equal to the
+    per-rank batch size re-forms the same batches: only the last one can be smaller.
+    """
+
+    def __init__(self, batches: PreferenceBatchSampler) -> None:  # noqa: D107 - no super().__init__: nothing to set up
+        self.batches = batches
+        self.num_replicas, self.rank = batches.num_replicas, batches.rank
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.batches:
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(self.batches.local_slice(b)) for b in self.batches.global_batches())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)

@@ -21,6 +21,7 @@ def _sorted(x: torch.Tensor) -> torch.Tensor:
 
 
 class _AOTLoss(PreferenceLoss):
+    batch_level = True
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__()
         _check_beta(beta)

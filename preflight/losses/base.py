@@ -98,6 +98,8 @@ class PreferenceLoss(nn.Module):
     input_kind: ClassVar[str] = "logps"
     #: Raising the chosen log-prob (or reward) never raises the loss, raising the rejected never lowers it.
     monotonic: ClassVar[bool] = True
+    #: The per-pair values depend on the whole batch (AOT sorts across it): the batch is the unit.
+    batch_level: ClassVar[bool] = False
     #: Filled in by `register_loss`: the names this class answers to.
     registry_names: ClassVar[tuple[str, ...]] = ()
 

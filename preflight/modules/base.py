@@ -51,7 +51,7 @@ class PreflightModule(L.LightningModule):
         self.warmup_steps, self.scheduler_name = warmup_steps, scheduler
         self.on_nonfinite = on_nonfinite
         self.train_metrics, self.val_metrics, self.test_metrics = (PreferenceMetrics(s) for s in ("train", "val", "test"))
-        self._skip_step = False
+        self._non_finite_message: str | None = None
         self._last_batch_rows: Tensor | None = None
 
     # ------------------------------------------------------------------ subclass API
@@ -60,21 +60,49 @@ class PreflightModule(L.LightningModule):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: dict[str, Tensor], stage: str, batch_idx: int = 0) -> Tensor | dict[str, Tensor]:
         output, chosen_logps, rejected_logps = self.compute_loss(batch)
         self._last_batch_rows = batch.get("index")
-        if stage == "train" and not torch.isfinite(output.loss):
-            return self._non_finite("loss", output.losses)
-        logged = getattr(self, f"{stage}_metrics").update(output, chosen_logps, rejected_logps)
+        non_finite = stage == "train" and not torch.isfinite(output.loss)
+        if non_finite:  # no metric sees it; the optimizer step is stopped or skipped (on_before_optimizer_step)
+            self._flag_non_finite(output)
+        logged = {} if non_finite else getattr(self, f"{stage}_metrics").update(output, chosen_logps, rejected_logps)
         on_step = stage == "train"
         for name, (metric, attribute) in logged.items():
             # metric_attribute: metrics a loss adds appear after Lightning has indexed the module's metrics
             self.log(name, metric, on_step=on_step, on_epoch=not on_step, metric_attribute=f"{stage}_metrics.{attribute}",
                      prog_bar=name.endswith(("/loss", "accuracies")), batch_size=output.losses.shape[0])
-        return output.loss
+        if stage != "train":
+            return output.loss
+        return {"loss": self._loss_for_backward(output, batch_idx),
+                "pair_loss_sum": output.losses.detach().sum(), "pairs": output.losses.shape[0]}
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        return self._step(batch, "train")
+    def _loss_for_backward(self, output: LossOutput, batch_idx: int) -> Tensor:
+        """The loss whose gradient is that of the mean over every pair of the optimizer step.
+
+        Lightning divides each micro-batch's loss by `accumulate_grad_batches` (k) and data
+        parallelism averages gradients over the W processes. Returning Σ losses · k·W / N, with
+        N the pairs of the whole optimizer step (all micro-batches, all ranks), makes the update
+        exactly that of one batch of N pairs, also when micro-batches differ in size. N comes
+        from preflight's batch sampler; with other data the plain batch mean is used.
+        """
+        total = self._pairs_in_optimizer_step(batch_idx)
+        if not total or self.loss_fn.batch_level:
+            return output.loss
+        k, world = self.trainer.accumulate_grad_batches, self.trainer.world_size
+        return output.losses.sum() * (k * world / total)
+
+    def _pairs_in_optimizer_step(self, batch_idx: int) -> int | None:
+        trainer = self._trainer
+        sampler = getattr(getattr(trainer, "datamodule", None), "_train_sampler", None) if trainer else None
+        if sampler is None or not hasattr(sampler, "global_batch_sizes"):
+            return None
+        k = trainer.accumulate_grad_batches
+        start = (batch_idx // k) * k
+        return sum(sampler.global_batch_sizes()[start : start + k]) or None
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | dict[str, Tensor] | None:
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -86,26 +114,30 @@ class PreflightModule(L.LightningModule):
     def _where(self) -> str:
         rows = self._last_batch_rows
         rows_text = "unknown rows" if rows is None else f"dataset rows {rows.tolist()}"
-        return f"step {self.global_step} (epoch {self.current_epoch}), {rows_text}"
+        return f"step {self.global_step} (epoch {self.current_epoch}), batch of {rows_text}"
 
-    def _non_finite(self, what: str, values: Tensor | None = None) -> None:
-        detail = ""
-        if values is not None and values.dim() == 1 and self._last_batch_rows is not None:
-            bad = (~torch.isfinite(values.detach())).nonzero().flatten().tolist()
-            detail = f"; non-finite for dataset rows {[self._last_batch_rows[i].item() for i in bad]}"
-        message = f"non-finite {what} at {self._where()}{detail}"
-        if self.on_nonfinite == "error":
-            raise NonFiniteError(message + " (set model.on_nonfinite: skip to skip such batches)")
-        log.warning("skipping the batch: %s", message)
-        return None  # Lightning skips the optimizer step when training_step returns None
+    def _flag_non_finite(self, output: LossOutput) -> None:
+        """Remember a non-finite loss; the decision is taken (on every rank at once) before the optimizer step."""
+        bad = (~torch.isfinite(output.losses.detach())).nonzero().flatten().tolist()
+        rows = self._last_batch_rows
+        detail = f"; non-finite for dataset rows {[rows[i].item() for i in bad]}" if rows is not None and bad else ""
+        self._non_finite_message = self._non_finite_message or f"non-finite loss at {self._where()}{detail}"
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads]).sum()):
-            if self.on_nonfinite == "error":
-                self._non_finite("gradient")
-            log.warning("skipping the optimizer step: non-finite gradient at %s", self._where())
-            optimizer.zero_grad(set_to_none=True)  # with no gradients the step leaves every weight as it is
+        local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+        finite = not local or bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in local]).sum()))
+        if not finite and self._non_finite_message is None:
+            self._non_finite_message = f"non-finite gradient at {self._where()}"
+        skip = self.trainer.strategy.reduce_boolean_decision(self._non_finite_message is not None, all=False)
+        if not skip:
+            return
+        message = self._non_finite_message or f"non-finite loss or gradient on another process at step {self.global_step}"
+        self._non_finite_message = None
+        if self.on_nonfinite == "error":
+            raise NonFiniteError(message + " (set model.on_nonfinite: skip to skip such batches)")
+        log.warning("skipping the optimizer step, no weight changes: %s", message)
+        optimizer.zero_grad(set_to_none=True)  # parameters without gradients are left as they are
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):
@@ -130,10 +162,16 @@ class PreflightModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preflight_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["preflight_rng"] = {"torch": torch.get_rng_state()}
         frozen = self.frozen_state_keys()
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k in frozen or k.startswith("reference_model.")]:
             del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("preflight_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Checkpoints omit frozen weights: take them from the freshly built model.

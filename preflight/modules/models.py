@@ -110,3 +110,17 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
 
 def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def shard_fsdp2(model: nn.Module, mesh) -> nn.Module:
+    """FSDP2: `fully_shard` each decoder layer (the model's `_no_split_modules` classes), then the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    layer_classes = set(getattr(unwrap_peft(model), "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    if not layers:
+        raise ModelLoadError(f"{type(model).__name__}: no decoder-layer classes (_no_split_modules) to shard")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model

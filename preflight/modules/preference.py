@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from .logps import logps_from_hidden, logps_from_logits
-from .models import apply_lora, is_peft, load_model, unwrap_peft
+from .models import apply_lora, is_peft, load_model, shard_fsdp2, unwrap_peft
 
 log = logging.getLogger("preflight")
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
@@ -125,6 +125,14 @@ class PreferenceModule(PreflightModule):
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.config.use_cache = False
         self.policy = apply_lora(base, dict(self.peft_settings)) if self.peft_settings else base
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
+            dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+            self.policy = shard_fsdp2(self.policy, dp_mesh)
+            if self.reference_model is not None:
+                self.reference_model = shard_fsdp2(self.reference_model, dp_mesh)
+            # the fused lm_head reads the (sharded) head weight outside the root's forward: use full logits
+            self._use_fused, self._fused_checked = False, True
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -237,5 +245,6 @@ class PreferenceModule(PreflightModule):
             checkpoint["preflight_reference_logps"] = self._precomputed
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
 

@@ -1,0 +1,95 @@
+"""One training run for the distribution and resume tests; rank 0 writes what it saw as JSON.
+
+    python tests/distributed/run_training.py OUT.json --strategy ddp --devices 2 --batch-size 4 --steps 6
+
+Lightning's DDP launcher starts the other ranks by running this same command again.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+
+from preflight import PreferenceDataModule, PreferenceModule  # noqa: E402
+from preflight.checkpointing import AtomicCheckpointIO  # noqa: E402
+
+
+class Record(L.Callback):
+    """The global train loss (mean over every pair of the step, all ranks) after each batch."""
+
+    def __init__(self, kill_at: int | None) -> None:
+        self.losses: list[float] = []
+        self.kill_at = kill_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        total = trainer.strategy.reduce(outputs["pair_loss_sum"].clone(), reduce_op="sum")
+        pairs = trainer.strategy.reduce(torch.tensor(float(outputs["pairs"])), reduce_op="sum")
+        self.losses.append(float(total / pairs))
+        if self.kill_at is not None and trainer.global_step == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: as a real kill
+
+
+def full_parameters(module) -> dict[str, list[float]]:
+    out = {}
+    for name, p in module.policy.named_parameters():
+        t = p.full_tensor() if hasattr(p, "full_tensor") else p
+        out[name.replace("_fsdp_wrapped_module.", "").replace("module.", "")] = t.detach().double().flatten()[:64].tolist()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp2"])
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--ckpt-every", type=int, default=None)
+    parser.add_argument("--kill-at", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--peft", action="store_true")
+    parser.add_argument("--pairs", type=int, default=96)
+    args = parser.parse_args()
+
+    L.seed_everything(0, verbose=False)
+    rows = [json.loads(line) for line in open(ROOT / "assets" / "data" / "val.jsonl")][: args.pairs]
+    data = PreferenceDataModule(str(ROOT / "assets" / "tokenizer"), train=rows, batch_size=args.batch_size, seed=0,
+                                use_cache=False)
+    module = PreferenceModule(str(ROOT / "assets" / "tiny-llama"), loss="dpo", learning_rate=3e-3, scheduler="linear",
+                              warmup_steps=2, peft={"r": 4, "lora_alpha": 8} if args.peft else None)
+    strategy = args.strategy
+    if strategy == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size=args.devices, tensor_parallel_size=1)
+    record = Record(args.kill_at)
+    callbacks = [record]
+    if args.ckpt_every:
+        callbacks.append(ModelCheckpoint(dirpath=Path(args.root) / "ckpt", save_last=True,
+                                         every_n_train_steps=args.ckpt_every, save_top_k=0))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps,
+        accumulate_grad_batches=args.accumulate, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=bool(args.ckpt_every), callbacks=callbacks,
+        default_root_dir=args.root, plugins=[AtomicCheckpointIO()] if args.strategy != "fsdp2" else None,
+    )
+    trainer.fit(module, data, ckpt_path="last" if args.resume else None)
+    parameters = full_parameters(module)
+    if trainer.is_global_zero:
+        Path(args.out).write_text(json.dumps({"losses": record.losses, "parameters": parameters,
+                                              "global_step": trainer.global_step}))
+
+
+if __name__ == "__main__":
+    main()
