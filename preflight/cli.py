@@ -117,7 +117,7 @@ def export_main(argv: list[str]) -> None:
     parser.add_argument("--no-merge-lora", dest="merge_lora", action="store_false", help="save the LoRA adapter alone")
     parser.add_argument("--tokenizer", help="tokenizer to save with it (default: the one the data module used)")
     ns = parser.parse_args(argv)
-    if not Path(ns.checkpoint).is_file():
+    if not Path(ns.checkpoint).exists():
         raise ValueError(f"{ns.checkpoint}: checkpoint not found")
     out = export_checkpoint(ns.checkpoint, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer)
     print(f"preflight: exported {ns.checkpoint} to {out}")

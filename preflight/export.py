@@ -48,9 +48,25 @@ def export_module(module: L.LightningModule, out: str | Path, tokenizer: Any = N
     return out
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint as one dict, with weights_only=True; a sharded (FSDP2 / distributed) checkpoint
+    folder is consolidated first."""
+    path = Path(path)
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        consolidated = Path(tmp) / "consolidated.pt"
+        dcp_to_torch_save(path, consolidated)
+        tensors = torch.load(consolidated, map_location="cpu", weights_only=True)
+    meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+    return {**meta, "state_dict": tensors["state_dict"]}
+
+
 def module_from_checkpoint(path: str | Path) -> tuple[L.LightningModule, dict]:
-    """Rebuild the module a checkpoint was written by, with its weights. Loads with weights_only=True."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild the module a checkpoint was written by, with its weights."""
+    checkpoint = load_checkpoint(path)
     class_path = checkpoint.get(MODULE_KEY)
     if class_path is None:
         raise ValueError(f"{path}: not a preflight checkpoint (no '{MODULE_KEY}' entry)")

@@ -313,7 +313,7 @@ class PreferenceDataModule(L.LightningDataModule):
         # batch it was written after, and Lightning counts it as completed only later, when it restarts.
         done = loop.epoch_loop.batch_progress.current.processed
         sampler.set_epoch(trainer.current_epoch)
-        if loop.restarting and done:
+        if loop.restarting and 0 < done < len(sampler):  # a checkpoint at an epoch's end resumes at the next epoch's start
             sampler.load_state_dict({"epoch": trainer.current_epoch, "yielded": done})
 
 

@@ -75,8 +75,10 @@ class PreferenceBatchSampler:
         if batches and len(batches[-1]) < size and self.drop_last:
             batches.pop()
         if self.shuffle and self.group_by_length:
-            perm = torch.randperm(len(batches), generator=g).tolist()
-            batches = [batches[i] for i in perm]
+            # the short step batch, if any, stays last: rank slices and micro-batches re-form by size
+            full = len(batches) - (1 if batches and len(batches[-1]) < size else 0)
+            perm = torch.randperm(full, generator=g).tolist()
+            batches = [batches[i] for i in perm] + batches[full:]
         return batches
 
     def global_batches(self) -> list[list[int]]:

@@ -163,6 +163,8 @@ class PreflightModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preflight_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["preflight_rng"] = {"torch": torch.get_rng_state()}
+        if getattr(self, "_device_mesh", None) is not None:
+            return  # sharded (distributed) checkpoints are loaded key by key: keep every key
         frozen = self.frozen_state_keys()
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k in frozen or k.startswith("reference_model.")]:

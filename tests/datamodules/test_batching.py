@@ -104,3 +104,21 @@ def test_cache_key_follows_the_data(tmp_path):
     dm2 = PreferenceDataModule(str(TOKENIZER), **kw)
     dm2.setup("fit")
     assert dm2.datasets["train"].pairs[0].chosen_ids != dm.datasets["train"].pairs[0].chosen_ids
+
+
+def test_dataloader_batches_are_the_sampler_batches_across_epochs():
+    """The DataLoader re-forms batches from the flattened order: a short batch must never sit mid-epoch."""
+    from torch.utils.data import DataLoader
+
+    from preflight.datamodules.sampler import FlatBatchSampler
+
+    for world, rank, accumulate in ((1, 0, 1), (2, 1, 1), (1, 0, 4)):
+        sampler = PreferenceBatchSampler(lengths(28), 2 if accumulate > 1 else 8 // world, seed=3,
+                                         num_replicas=world, rank=rank, accumulate=accumulate)
+        loader = DataLoader(list(range(28)), batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler))
+        for epoch in range(4):
+            loader.sampler.set_epoch(epoch)
+            expected = [sampler.local_slice(b) for b in sampler.global_batches()]
+            got = [batch.tolist() for batch in loader]
+            assert got == expected, (world, rank, accumulate, epoch)
+            assert [len(b) for b in sampler.global_batches()] == sampler.global_batch_sizes()

@@ -24,18 +24,35 @@ from preflight.checkpointing import AtomicCheckpointIO  # noqa: E402
 
 
 class Record(L.Callback):
-    """The global train loss (mean over every pair of the step, all ranks) after each batch."""
+    """The train loss of every optimizer step: the mean over all its pairs (all micro-batches, all ranks).
+
+    The schedule is constant after warm-up, so a run may stop at any max_steps and another
+    resume it to a later one on the same schedule.
+    """
 
     def __init__(self, kill_at: int | None) -> None:
-        self.losses: list[float] = []
+        self.sums: dict[int, list[float]] = {}
         self.kill_at = kill_at
+        self._last_step = 0
+
+    def on_train_start(self, trainer, pl_module):
+        self._last_step = trainer.global_step  # 0, or the step a resumed run starts from
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         total = trainer.strategy.reduce(outputs["pair_loss_sum"].clone(), reduce_op="sum")
         pairs = trainer.strategy.reduce(torch.tensor(float(outputs["pairs"])), reduce_op="sum")
-        self.losses.append(float(total / pairs))
+        # a micro-batch that did not step the optimizer belongs to the next step
+        step = trainer.global_step if trainer.global_step > self._last_step else trainer.global_step + 1
+        self._last_step = trainer.global_step
+        entry = self.sums.setdefault(step, [0.0, 0.0])
+        entry[0] += float(total)
+        entry[1] += float(pairs)
         if self.kill_at is not None and trainer.global_step == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: as a real kill
+
+    @property
+    def losses(self) -> list[float]:
+        return [total / pairs for _, (total, pairs) in sorted(self.sums.items())]
 
 
 def full_parameters(module) -> dict[str, list[float]]:
@@ -66,7 +83,7 @@ def main() -> None:
     rows = [json.loads(line) for line in open(ROOT / "assets" / "data" / "val.jsonl")][: args.pairs]
     data = PreferenceDataModule(str(ROOT / "assets" / "tokenizer"), train=rows, batch_size=args.batch_size, seed=0,
                                 use_cache=False)
-    module = PreferenceModule(str(ROOT / "assets" / "tiny-llama"), loss="dpo", learning_rate=3e-3, scheduler="linear",
+    module = PreferenceModule(str(ROOT / "assets" / "tiny-llama"), loss="dpo", learning_rate=3e-3, scheduler="constant",
                               warmup_steps=2, peft={"r": 4, "lora_alpha": 8} if args.peft else None)
     strategy = args.strategy
     if strategy == "fsdp2":

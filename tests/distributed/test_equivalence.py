@@ -1,0 +1,56 @@
+"""Same results whatever the number of processes or the accumulation (CPU, gloo, 2 processes).
+
+Each configuration runs in its own process tree through `run_training.py`; rank 0 writes the
+global train loss of every step and the final weights.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).with_name("run_training.py")
+# 28 pairs at 8 a step: every 4th step has 4 pairs (uneven micro-batches); 6 steps cross into a reshuffled epoch
+PAIRS, STEPS = "28", "6"
+
+
+def run(tmp_path, name, *args, check=True):
+    out = tmp_path / f"{name}.json"
+    result = subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(out.read_text())
+    return result
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("single"), "single", "--batch-size", "8", "--steps", STEPS, "--pairs", PAIRS)
+
+
+def assert_same_training(a, b, tol=1e-4):
+    assert len(a["losses"]) == len(b["losses"])
+    for step, (x, y) in enumerate(zip(a["losses"], b["losses"]), start=1):
+        assert abs(x - y) <= tol, f"step {step}: loss {x} vs {y}"
+    assert a["parameters"].keys() == b["parameters"].keys()
+    for name in a["parameters"]:
+        diff = max(abs(x - y) for x, y in zip(a["parameters"][name], b["parameters"][name]))
+        assert diff <= tol, f"{name} differs by {diff}"
+
+
+def test_the_first_steps_actually_train(single):
+    assert single["losses"][2] < single["losses"][0] - 0.1  # so equality below is not equality of nothing
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_of_4_equal_one_of_8(single, tmp_path, strategy):
+    two = run(tmp_path, strategy, "--strategy", strategy, "--devices", "2", "--batch-size", "4", "--steps", STEPS, "--pairs", PAIRS)
+    assert_same_training(single, two)
+
+
+def test_accumulating_4_batches_of_2_equals_batches_of_8(single, tmp_path):
+    accumulated = run(tmp_path, "acc", "--batch-size", "2", "--accumulate", "4", "--steps", STEPS, "--pairs", PAIRS)
+    assert_same_training(single, accumulated)
