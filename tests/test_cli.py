@@ -98,3 +98,17 @@ def test_console_script_and_module_entry_point():
         result = subprocess.run([*command, "fit", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert result.returncode == 0, result.stderr[-500:]
         assert "--model" in result.stdout and "--data.train" in result.stdout
+
+
+def test_ckpt_path_last_resumes_through_the_command(tmp_path, monkeypatch):
+    from preflight.checkpointing import AtomicCheckpointIO
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "assets").symlink_to(ROOT / "assets")
+    common = ["fit", "--config", DPO, "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
+    first = build_cli([*common, "--trainer.max_steps", "3"])
+    assert isinstance(first.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert (tmp_path / "runs" / "dpo" / "checkpoints" / "last.ckpt").is_file()
+    second = build_cli([*common, "--trainer.max_steps", "5", "--ckpt_path", "last"])
+    assert second.trainer.global_step == 5
+    assert str(second.trainer.ckpt_path).endswith("runs/dpo/checkpoints/last.ckpt")  # it resumed from step 3
