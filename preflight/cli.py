@@ -36,6 +36,7 @@ class FitSummary(L.Callback):
     """After `fit`: the final validation metrics and where checkpoints and logs went."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_dir = trainer.log_dir if trainer.logger is not None else None  # a collective: every rank asks
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -45,8 +46,8 @@ class FitSummary(L.Callback):
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and getattr(checkpoint, "dirpath", None):
             lines.append(f"  checkpoints: {checkpoint.dirpath}")
-        if trainer.logger is not None and trainer.log_dir:
-            lines.append(f"  logs: {trainer.log_dir}")
+        if log_dir:
+            lines.append(f"  logs: {log_dir}")
         print("\n".join(lines), flush=True)
 
 
