@@ -36,6 +36,19 @@ def _chunk_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: T
     return -F.cross_entropy(logits, targets, reduction="none")
 
 
+def token_logps_from_hidden(selected: Tensor, lm_head: nn.Module, targets: Tensor, chunk_size: int = 1024) -> Tensor:
+    """log p(target) for each row of `selected` [N, H], the lm_head applied in chunks recomputed in backward."""
+    weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
+    pieces = []
+    for start in range(0, selected.shape[0], chunk_size):
+        h, t = selected[start : start + chunk_size], targets[start : start + chunk_size]
+        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+            pieces.append(checkpoint(_chunk_logps, h, weight, bias, t, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logps(h, weight, bias, t))
+    return torch.cat(pieces) if pieces else selected.new_zeros(0, dtype=torch.float32)
+
+
 def logps_from_hidden(
     hidden: Tensor, lm_head: nn.Module, input_ids: Tensor, completion_mask: Tensor, chunk_size: int = 1024
 ) -> Tensor:
@@ -43,15 +56,6 @@ def logps_from_hidden(
     targets, mask = shifted_targets(input_ids, completion_mask)
     rows = mask.nonzero(as_tuple=True)[0]
     selected = hidden[:, :-1][mask]  # [N, H]: only the positions that predict a completion token
-    wanted = targets[mask]
-    weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
-    pieces = []
-    for start in range(0, selected.shape[0], chunk_size):
-        h, t = selected[start : start + chunk_size], wanted[start : start + chunk_size]
-        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            pieces.append(checkpoint(_chunk_logps, h, weight, bias, t, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logps(h, weight, bias, t))
-    token_logps = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    token_logps = token_logps_from_hidden(selected, lm_head, targets[mask], chunk_size)
     out = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=hidden.device)
     return out.index_add(0, rows, token_logps)

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .logps import logps_from_hidden, logps_from_logits
+from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
+from .packing import additive_mask, pack_pairs
 from .models import apply_lora, is_peft, load_model, shard_fsdp2, unwrap_peft
 
 log = logging.getLogger("preflight")
@@ -56,6 +57,7 @@ class PreferenceModule(PreflightModule):
         scheduler: Scheduler = "linear",
         gradient_checkpointing: bool = False,
         fused_lm_head: Literal["auto", "on", "off"] = "auto",
+        shared_prompt: Literal["auto", "on", "off"] = "auto",
         lm_head_chunk_size: int = 1024,
         precompute_batch_size: int = 32,
         on_nonfinite: Literal["error", "skip"] = "error",
@@ -68,17 +70,17 @@ class PreferenceModule(PreflightModule):
         self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
             raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
-        if fused_lm_head not in ("auto", "on", "off"):
-            raise ValueError(f"fused_lm_head must be auto, on or off; got {fused_lm_head!r}")
+        for name, value in (("fused_lm_head", fused_lm_head), ("shared_prompt", shared_prompt)):
+            if value not in ("auto", "on", "off"):
+                raise ValueError(f"{name} must be auto, on or off; got {value!r}")
         self.reference_mode = self._resolve_reference(reference, peft, reference_model)
         self.model_spec, self.reference_spec, self.peft_settings = model, reference_model, peft
-        self.gradient_checkpointing, self.fused_lm_head = gradient_checkpointing, fused_lm_head
+        self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = gradient_checkpointing, fused_lm_head, shared_prompt
         self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
-        self._fused_checked = fused_lm_head != "auto"
-        self._use_fused = fused_lm_head == "on"
+        self._path: tuple[bool, bool] | None = None  # (fused lm_head, shared prompt), chosen on the first batch
         self._precomputed: dict[str, list[list[float]]] = {}
         if isinstance(model, str):
             self._check_model_path(model)
@@ -132,7 +134,7 @@ class PreferenceModule(PreflightModule):
             if self.reference_model is not None:
                 self.reference_model = shard_fsdp2(self.reference_model, dp_mesh)
             # the fused lm_head reads the (sharded) head weight outside the root's forward: use full logits
-            self._use_fused, self._fused_checked = False, True
+            self.fused_lm_head = "off"
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -142,35 +144,64 @@ class PreferenceModule(PreflightModule):
 
     # ------------------------------------------------------------------ log-probs
     def completion_logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        """Summed completion log-probs of every row of the batch [2B], float32, one forward."""
-        input_ids, attention_mask, completion_mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-        if not self._fused_checked:
-            self._use_fused = self._fused_matches(model, batch)
-            self._fused_checked = True
-        if self._use_fused:
-            lm = unwrap_peft(model)
-            decoder = lm.get_decoder()
-            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-            return logps_from_hidden(hidden, lm.get_output_embeddings(), input_ids, completion_mask, self.lm_head_chunk_size)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return logps_from_logits(logits, input_ids, completion_mask)
+        """Summed completion log-probs of every row of the batch [2B] (chosen rows first), float32, one forward."""
+        if self._path is None:
+            self._path = self._choose_path(model, batch)
+        return self._logps(model, batch, *self._path)
 
-    def _fused_matches(self, model: nn.Module, batch: dict[str, Tensor]) -> bool:
-        """Whether decoder + lm_head reproduce the model's own logits (no soft-capping or scaling)."""
+    def _logps(self, model: nn.Module, batch: dict[str, Tensor], fused: bool, packed: bool) -> Tensor:
         lm = unwrap_peft(model)
-        if not (callable(getattr(lm, "get_decoder", None)) and isinstance(lm.get_output_embeddings(), nn.Linear)):
-            return False
-        rows = {k: v[:1] for k, v in batch.items() if k in ("input_ids", "attention_mask", "completion_mask")}
-        with torch.no_grad():
-            plain = logps_from_logits(model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-                                            use_cache=False).logits, rows["input_ids"], rows["completion_mask"])
-            hidden = lm.get_decoder()(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-                                      use_cache=False).last_hidden_state
-            fused = logps_from_hidden(hidden, lm.get_output_embeddings(), rows["input_ids"], rows["completion_mask"])
-        ok = torch.allclose(plain, fused, rtol=1e-3, atol=1e-3)
-        if not ok:
-            log.info("fused lm_head does not reproduce this model's logits; using full logits")
-        return ok
+        if packed:
+            return self._packed_logps(model, lm, batch, fused)
+        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        if fused:
+            hidden = lm.get_decoder()(**kwargs).last_hidden_state
+            return logps_from_hidden(hidden, lm.get_output_embeddings(), batch["input_ids"], batch["completion_mask"],
+                                     self.lm_head_chunk_size)
+        return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
+
+    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], fused: bool) -> Tensor:
+        packed = pack_pairs(batch)
+        mask = packed.attention_mask  # sdpa takes the bool mask; eager attention adds a float one
+        if getattr(lm.config, "_attn_implementation", None) != "sdpa":
+            mask = additive_mask(mask, next(lm.parameters()).dtype)
+        kwargs = dict(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
+        if fused:
+            hidden = lm.get_decoder()(**kwargs).last_hidden_state
+            token = token_logps_from_hidden(hidden[packed.rows, packed.sources], lm.get_output_embeddings(),
+                                            packed.targets, self.lm_head_chunk_size)
+        else:
+            logits = model(**kwargs).logits[packed.rows, packed.sources].float()
+            token = torch.log_softmax(logits, -1).gather(1, packed.targets[:, None]).squeeze(1)
+        out = torch.zeros(batch["input_ids"].shape[0], dtype=torch.float32, device=token.device)
+        return out.index_add(0, packed.slots, token)
+
+    def _choose_path(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[bool, bool]:
+        """The fastest (fused lm_head, shared prompt) combination allowed by the settings that reproduces the
+        plain computation on this model (checked once, on two pairs, without autocast)."""
+        lm = unwrap_peft(model)
+        can_fuse = callable(getattr(lm, "get_decoder", None)) and isinstance(lm.get_output_embeddings(), nn.Linear)
+        fused_options = {"on": [True], "off": [False], "auto": [True, False] if can_fuse else [False]}[self.fused_lm_head]
+        packed_options = {"on": [True], "off": [False], "auto": [True, False]}[self.shared_prompt]
+        candidates = [(f, p) for p in packed_options for f in fused_options]
+        if "auto" not in (self.fused_lm_head, self.shared_prompt):
+            return candidates[0]
+        sample = _first_pairs(batch, 2)
+        tolerance = 1e-4 if next(lm.parameters()).dtype == torch.float32 else 5e-2
+        with torch.no_grad(), torch.autocast(device_type=sample["input_ids"].device.type, enabled=False):
+            plain = self._logps(model, sample, False, False)
+            for candidate in candidates:
+                if candidate == (False, False):
+                    return candidate
+                try:
+                    fast = self._logps(model, sample, *candidate)
+                except Exception as err:  # an architecture that cannot take the custom mask or the split head
+                    log.info("fast path %s unavailable here (%s)", candidate, err)
+                    continue
+                if torch.allclose(plain, fast, rtol=tolerance, atol=tolerance * 10):
+                    return candidate
+                log.info("fast path (fused=%s, shared_prompt=%s) does not reproduce this model's log-probs", *candidate)
+        return (False, False)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
@@ -248,3 +279,11 @@ class PreferenceModule(PreflightModule):
         super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
 
+
+
+def _first_pairs(batch: dict[str, Tensor], n: int) -> dict[str, Tensor]:
+    """The first `n` pairs of a batch in the documented format (rows i and B + i belong to pair i)."""
+    B = batch["prompt_lengths"].shape[0]
+    n = min(n, B)
+    rows = torch.cat([torch.arange(n), torch.arange(B, B + n)]).to(batch["input_ids"].device)
+    return {k: (v[rows] if v.shape[0] == 2 * B else v[:n]) for k, v in batch.items() if isinstance(v, Tensor)}

@@ -1,0 +1,83 @@
+"""The fast paths give the plain path's log-probs (to 1e-5) and gradients, and the defaults pick them."""
+
+import pytest
+import torch
+
+from preflight import PreferenceModule
+from preflight.modules.packing import pack_pairs
+from tests.conftest import TINY_MODEL
+from tests.helpers import batch_of, naive_sequence_logps, random_pairs
+
+PATHS = [(False, False), (True, False), (False, True), (True, True)]  # (fused lm_head, shared prompt)
+
+
+def module(seed=0, **kw):
+    m = PreferenceModule(str(TINY_MODEL), init_seed=seed, **kw)
+    m.configure_model()
+    return m
+
+
+def test_packed_rows_hold_prompt_once_then_both_completions():
+    pairs = random_pairs(3, seed=11)
+    packed = pack_pairs(batch_of(pairs))
+    for i, p in enumerate(pairs):
+        n = len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids)
+        assert packed.input_ids[i, :n].tolist() == p.prompt_ids + p.chosen_ids + p.rejected_ids
+        P, C = len(p.prompt_ids), len(p.chosen_ids)
+        assert packed.position_ids[i, P + C].item() == P  # rejected positions restart after the prompt
+        mask = packed.attention_mask[i, 0]
+        assert not mask[P + C, P : P + C].any()  # the rejected completion never sees the chosen one
+        assert mask[P + C, :P].all() and mask[P + C, P + C] and not mask[P + C, P + C + 1 :].any()
+
+
+@pytest.mark.parametrize("fused, packed", PATHS)
+def test_every_path_equals_the_naive_computation(fused, packed):
+    m = module()
+    pairs = random_pairs(5, seed=12)
+    with torch.no_grad():
+        got = m._logps(m.policy, batch_of(pairs), fused, packed)
+    naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
+        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs]
+    assert got.tolist() == pytest.approx(naive, abs=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_every_path_has_the_plain_gradients(attention):
+    pairs = random_pairs(4, seed=13)
+    batch = batch_of(pairs)
+    grads = {}
+    for path in PATHS:
+        m = module(seed=1)
+        m.policy.config._attn_implementation = attention
+        logps = m._logps(m.policy, batch, *path)
+        (logps * torch.linspace(-1, 1, logps.shape[0])).sum().backward()
+        grads[path] = {n: p.grad.clone() for n, p in m.policy.named_parameters()}
+    for path in PATHS[1:]:
+        for name, g in grads[(False, False)].items():
+            assert torch.allclose(grads[path][name], g, atol=1e-5, rtol=1e-4), (path, name)
+
+
+def test_auto_picks_the_fastest_path_that_matches():
+    m = module()
+    m.completion_logps(m.policy, batch_of(random_pairs(3)))
+    assert m._path == (True, True)
+    off = module(fused_lm_head="off", shared_prompt="off")
+    off.completion_logps(off.policy, batch_of(random_pairs(3)))
+    assert off._path == (False, False)
+
+
+def test_auto_falls_back_when_a_fast_path_is_wrong(monkeypatch):
+    import preflight.modules.preference as preference
+
+    m = module()
+    real_pack = preference.pack_pairs
+
+    def wrong_pack(batch, **kw):  # as if the model ignored the custom mask: everything sees everything before it
+        packed = real_pack(batch, **kw)
+        L = packed.input_ids.shape[1]
+        packed.attention_mask = torch.ones(L, L, dtype=torch.bool).tril()[None, None].expand_as(packed.attention_mask)
+        return packed
+
+    monkeypatch.setattr(preference, "pack_pairs", wrong_pack)
+    m.completion_logps(m.policy, batch_of(random_pairs(3)))
+    assert m._path == (True, False)
