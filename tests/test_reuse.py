@@ -111,3 +111,29 @@ def test_reward_module_rejects_a_log_prob_loss():
 
     with pytest.raises(ValueError, match="needs policy log-probs"):
         RewardModule(str(TINY_MODEL), loss="dpo")
+
+
+def test_precomputed_reference_is_cached_on_disk(tmp_path, monkeypatch):
+    calls = []
+
+    def run():
+        data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=8, cache_dir=str(tmp_path / "tok"))
+        module = PreferenceModule(str(TINY_MODEL), loss="dpo", reference="precomputed")
+        real = module.completion_logps
+
+        def counting(model, batch):
+            calls.append(torch.is_grad_enabled())
+            return real(model, batch)
+
+        module.completion_logps = counting
+        trainer(steps=1).fit(module, data)
+        return module
+
+    first = run()
+    no_grad_passes = calls.count(False)
+    assert no_grad_passes >= 200 // 32  # the precompute pass: 200 pairs in batches of 32
+    assert list((tmp_path / "reference").glob("*.json"))  # the table is on disk, as JSON
+    calls.clear()
+    second = run()
+    assert calls.count(False) == 0  # read back, not recomputed
+    assert second._precomputed["train"] == first._precomputed["train"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -255,8 +258,21 @@ class PreferenceModule(PreflightModule):
             datamodule.attach_reference_logps(split, [v[0] for v in values], [v[1] for v in values])
 
     def _compute_reference_table(self, datamodule, split: str) -> list[list[float]]:
-        """One no-grad pass over `split`, in dataset order, with the initial policy (or reference_model)."""
+        """One no-grad pass over `split`, in dataset order, with the initial policy (or `reference_model`).
+
+        Cached on disk (JSON) keyed by the tokenized pairs, the reference weights and the settings,
+        so a second run with the same data and model skips the pass.
+        """
         model = self._load(self.reference_spec).to(self.device) if self.reference_spec else self.policy
+        store, key = None, None
+        if getattr(datamodule, "use_cache", False):
+            from ..datamodules import cache
+
+            store = Path(datamodule.cache_dir).parent / "reference"
+            key = cache.cache_key(pairs=_digest_pairs(datamodule.dataset(split).pairs), weights=_digest_weights(model))
+            hit = cache.load(store, key)
+            if hit is not None:
+                return hit["logps"]
         was_training = model.training
         model.eval()
         table: list[list[float]] = []
@@ -268,6 +284,10 @@ class PreferenceModule(PreflightModule):
                 B = batch["chosen_lengths"].shape[0]
                 table += torch.stack([logps[:B], logps[B:]], dim=1).tolist()
         model.train(was_training)
+        if store is not None:
+            from ..datamodules import cache
+
+            cache.store(store, key, {"logps": table})
         return table
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -287,3 +307,19 @@ def _first_pairs(batch: dict[str, Tensor], n: int) -> dict[str, Tensor]:
     n = min(n, B)
     rows = torch.cat([torch.arange(n), torch.arange(B, B + n)]).to(batch["input_ids"].device)
     return {k: (v[rows] if v.shape[0] == 2 * B else v[:n]) for k, v in batch.items() if isinstance(v, Tensor)}
+
+
+def _digest_pairs(pairs) -> str:
+    h = hashlib.sha256()
+    for pair in pairs:
+        h.update(json.dumps(pair.to_json()).encode())
+    return h.hexdigest()
+
+
+def _digest_weights(model: nn.Module) -> str:
+    """A hash of the weights the model computes with (an active PEFT adapter included)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
