@@ -29,6 +29,17 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def looks_local(name: str) -> bool:
+    """A path rather than a Hub id ("owner/name"): it exists, starts like a path, or has more than one '/'."""
+    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def check_model_path(spec: str) -> None:
+    """Fail early, with one line, on a local model folder that does not exist."""
+    if looks_local(spec) and not Path(spec).expanduser().is_dir():
+        raise ModelLoadError(f"model {spec!r}: no such folder")
+
+
 def load_model(
     spec: Any,
     auto_class: Any,
@@ -50,9 +61,7 @@ def load_model(
 
     name = str(spec)
     local = Path(name)
-    looks_local = local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not local.is_dir():
-        raise ModelLoadError(f"model {name!r}: no such folder")
+    check_model_path(name)
     dtype_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **config_overrides)

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +18,12 @@ from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import additive_mask, pack_pairs
-from .models import apply_lora, is_peft, load_model, shard_fsdp2, unwrap_peft
+from .models import apply_lora, check_model_path, is_peft, load_model, shard_fsdp2, unwrap_peft
 
 log = logging.getLogger("preflight")
+# The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+LOGITS_PER_CHUNK = 8 * 2**20  # vocabulary × tokens of one lm_head chunk (32 MiB of float32 logits)
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
 
 
@@ -43,6 +47,9 @@ class PreferenceModule(PreflightModule):
         peft: LoRA settings (fields of ``peft.LoraConfig``); None trains all weights.
         fused_lm_head: compute the lm_head only at completion positions, in chunks recomputed
             in backward (``auto``: on, after checking once that it matches the model's own logits).
+        lm_head_chunk_size: completion tokens per lm_head chunk; None sizes chunks to about 8M logits
+            (32 MB in float32) whatever the vocabulary, so memory stays flat as the vocabulary grows.
+        shared_prompt: compute the prompt once per pair (``auto``: on, after the same check).
         gradient_checkpointing: recompute decoder activations in backward.
         trust_remote_code: allow model code from the Hub (off by default).
     """
@@ -61,7 +68,7 @@ class PreferenceModule(PreflightModule):
         gradient_checkpointing: bool = False,
         fused_lm_head: Literal["auto", "on", "off"] = "auto",
         shared_prompt: Literal["auto", "on", "off"] = "auto",
-        lm_head_chunk_size: int = 1024,
+        lm_head_chunk_size: int | None = None,
         precompute_batch_size: int = 32,
         on_nonfinite: Literal["error", "skip"] = "error",
         trust_remote_code: bool = False,
@@ -86,9 +93,9 @@ class PreferenceModule(PreflightModule):
         self._path: tuple[bool, bool] | None = None  # (fused lm_head, shared prompt), chosen on the first batch
         self._precomputed: dict[str, list[list[float]]] = {}
         if isinstance(model, str):
-            self._check_model_path(model)
+            check_model_path(model)
             if reference_model:
-                self._check_model_path(reference_model)
+                check_model_path(reference_model)
 
     # ------------------------------------------------------------------ building
     def _resolve_reference(self, reference: str, peft: dict | None, reference_model: str | None) -> str:
@@ -102,15 +109,6 @@ class PreferenceModule(PreflightModule):
         if reference == "adapter" and reference_model:
             raise ValueError("reference: adapter uses the policy's own base weights; drop reference_model or use copy")
         return reference if needs else "none"
-
-    @staticmethod
-    def _check_model_path(spec: str) -> None:
-        from pathlib import Path
-
-        from .models import ModelLoadError
-
-        if (spec.startswith((".", "/", "~")) or spec.count("/") > 1) and not Path(spec).expanduser().is_dir():
-            raise ModelLoadError(f"model {spec!r}: no such folder")
 
     def _load(self, spec: Any) -> nn.Module:
         from transformers import AutoModelForCausalLM
@@ -160,7 +158,7 @@ class PreferenceModule(PreflightModule):
         if fused:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
             return logps_from_hidden(hidden, lm.get_output_embeddings(), batch["input_ids"], batch["completion_mask"],
-                                     self.lm_head_chunk_size)
+                                     self._chunk_size(lm))
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
     def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], fused: bool) -> Tensor:
@@ -172,16 +170,21 @@ class PreferenceModule(PreflightModule):
         if fused:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
             token = token_logps_from_hidden(hidden[packed.rows, packed.sources], lm.get_output_embeddings(),
-                                            packed.targets, self.lm_head_chunk_size)
+                                            packed.targets, self._chunk_size(lm))
         else:
             logits = model(**kwargs).logits[packed.rows, packed.sources].float()
             token = torch.log_softmax(logits, -1).gather(1, packed.targets[:, None]).squeeze(1)
         out = torch.zeros(batch["input_ids"].shape[0], dtype=torch.float32, device=token.device)
         return out.index_add(0, packed.slots, token)
 
+    def _chunk_size(self, lm: nn.Module) -> int:
+        if self.lm_head_chunk_size:
+            return self.lm_head_chunk_size
+        return max(16, LOGITS_PER_CHUNK // lm.get_output_embeddings().out_features)
+
     def _choose_path(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[bool, bool]:
         """The fastest (fused lm_head, shared prompt) combination allowed by the settings that reproduces the
-        plain computation on this model (checked once, on two pairs, without autocast)."""
+        plain computation on this model (checked once, on one pair, without autocast)."""
         lm = unwrap_peft(model)
         can_fuse = callable(getattr(lm, "get_decoder", None)) and isinstance(lm.get_output_embeddings(), nn.Linear)
         fused_options = {"on": [True], "off": [False], "auto": [True, False] if can_fuse else [False]}[self.fused_lm_head]
@@ -189,7 +192,7 @@ class PreferenceModule(PreflightModule):
         candidates = [(f, p) for p in packed_options for f in fused_options]
         if "auto" not in (self.fused_lm_head, self.shared_prompt):
             return candidates[0]
-        sample = _first_pairs(batch, 2)
+        sample = _first_pairs(batch, 1)
         tolerance = 1e-4 if next(lm.parameters()).dtype == torch.float32 else 5e-2
         with torch.no_grad(), torch.autocast(device_type=sample["input_ids"].device.type, enabled=False):
             plain = self._logps(model, sample, False, False)

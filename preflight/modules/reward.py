@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .models import apply_lora, load_model
+from .models import apply_lora, check_model_path, load_model
 
 
 class RewardModule(PreflightModule):
@@ -54,9 +54,7 @@ class RewardModule(PreflightModule):
         self.init_seed, self.model_dtype = init_seed, model_dtype
         self.model: nn.Module | None = None
         if isinstance(model, str):
-            from .preference import PreferenceModule
-
-            PreferenceModule._check_model_path(model)
+            check_model_path(model)
 
     def configure_model(self) -> None:
         if self.model is not None:
