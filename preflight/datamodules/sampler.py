@@ -96,11 +96,16 @@ class PreferenceBatchSampler:
             self._sizes = (self.epoch, [len(b) for b in self.global_batches()])
         return self._sizes[1]
 
+    def local_size(self, global_size: int) -> int:
+        """How many pairs of a global batch of `global_size` this rank gets."""
+        q, r = divmod(global_size, self.num_replicas)
+        return q + (self.rank < r)
+
     def local_slice(self, batch: list[int]) -> list[int]:
         """This rank's share of a global batch: contiguous, as even as possible."""
         q, r = divmod(len(batch), self.num_replicas)
         start = self.rank * q + min(self.rank, r)
-        return batch[start : start + q + (self.rank < r)]
+        return batch[start : start + self.local_size(len(batch))]
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.global_batches()
@@ -140,7 +145,7 @@ class FlatBatchSampler(DistributedSampler):
             yield from batch
 
     def __len__(self) -> int:
-        return sum(len(self.batches.local_slice(b)) for b in self.batches.global_batches())
+        return sum(self.batches.local_size(n) for n in self.batches.global_batch_sizes())  # cached per epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)

@@ -156,18 +156,19 @@ class PreflightModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ lean checkpoints
-    def frozen_state_keys(self) -> set[str]:
-        """State-dict keys of frozen weights (reference model, PEFT base): rebuilt, not saved."""
-        return {name for name, p in self.named_parameters() if not p.requires_grad}
+    def _rebuilt_keys(self) -> set[str]:
+        """State-dict keys left out of checkpoints and rebuilt from the model's source on load:
+        frozen weights (PEFT base) and everything of the reference model (its buffers too)."""
+        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+        return frozen | {k for k in super().state_dict() if k.startswith("reference_model.")}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preflight_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["preflight_rng"] = {"torch": torch.get_rng_state()}
         if getattr(self, "_device_mesh", None) is not None:
             return  # sharded (distributed) checkpoints are loaded key by key: keep every key
-        frozen = self.frozen_state_keys()
         state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k in frozen or k.startswith("reference_model.")]:
+        for key in self._rebuilt_keys() & state.keys():
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -178,5 +179,5 @@ class PreflightModule(L.LightningModule):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Checkpoints omit frozen weights: take them from the freshly built model.
         own = super().state_dict()
-        missing = {k: v for k, v in own.items() if k not in state_dict and (k in self.frozen_state_keys() or k.startswith("reference_model."))}
+        missing = {k: own[k] for k in self._rebuilt_keys() - state_dict.keys()}
         return super().load_state_dict({**state_dict, **missing}, strict=strict, assign=assign)

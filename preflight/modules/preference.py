@@ -263,14 +263,14 @@ class PreferenceModule(PreflightModule):
     def _compute_reference_table(self, datamodule, split: str) -> list[list[float]]:
         """One no-grad pass over `split`, in dataset order, with the initial policy (or `reference_model`).
 
-        Cached on disk (JSON) keyed by the tokenized pairs, the reference weights and the settings,
-        so a second run with the same data and model skips the pass.
+        Cached on disk (JSON) keyed by the tokenized pairs and the reference weights, so a second
+        run with the same data and model skips the pass.
         """
+        from ..datamodules import cache
+
         model = self._load(self.reference_spec).to(self.device) if self.reference_spec else self.policy
         store, key = None, None
         if getattr(datamodule, "use_cache", False):
-            from ..datamodules import cache
-
             store = Path(datamodule.cache_dir).parent / "reference"
             key = cache.cache_key(pairs=_digest_pairs(datamodule.dataset(split).pairs), weights=_digest_weights(model))
             hit = cache.load(store, key)
@@ -288,8 +288,6 @@ class PreferenceModule(PreflightModule):
                 table += torch.stack([logps[:B], logps[B:]], dim=1).tolist()
         model.train(was_training)
         if store is not None:
-            from ..datamodules import cache
-
             cache.store(store, key, {"logps": table})
         return table
 
@@ -301,7 +299,6 @@ class PreferenceModule(PreflightModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
-
 
 
 def _first_pairs(batch: dict[str, Tensor], n: int) -> dict[str, Tensor]:
