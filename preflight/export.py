@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from .modules import PreferenceModule, RewardModule
+from .modules import PreferenceModule, PreflightModule, RewardModule
 from .modules.models import is_peft
 
 MODULE_KEY = "preflight_module"
@@ -41,11 +43,21 @@ def export_module(module: L.LightningModule, out: str | Path, tokenizer: Any = N
             tokenizer.save_pretrained(staging)
         if out.exists():
             shutil.rmtree(out)
+        mask = _umask()  # mkdtemp (and some writers) make files private; give them the usual modes
+        staging.chmod(0o777 & ~mask)
+        for file in staging.rglob("*"):
+            file.chmod((0o777 if file.is_dir() else 0o666) & ~mask)
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -64,29 +76,71 @@ def load_checkpoint(path: str | Path) -> dict:
     return {**meta, "state_dict": tensors["state_dict"]}
 
 
-def module_from_checkpoint(path: str | Path) -> tuple[L.LightningModule, dict]:
-    """Rebuild the module a checkpoint was written by, with its weights."""
+def module_classes() -> dict[str, type[PreflightModule]]:
+    """preflight's module classes and every subclass already imported (by a package, or ``--imports``)."""
+    found, todo = {}, [PreflightModule]
+    while todo:
+        cls = todo.pop()
+        found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        todo += cls.__subclasses__()
+    del found[f"{PreflightModule.__module__}.{PreflightModule.__qualname__}"]
+    return found
+
+
+def _refuse_imports(value: Any, where: str) -> None:
+    """A checkpoint's settings may name classes (``class_path``); only classes already imported are allowed,
+    so that loading a checkpoint never imports (and runs) a module it names."""
+    if isinstance(value, dict):
+        class_path = value.get("class_path")
+        if isinstance(class_path, str) and class_path.rpartition(".")[0] not in sys.modules:
+            raise ValueError(f"{where}: refusing to import {class_path!r} named by the checkpoint "
+                             "(import it yourself, e.g. preflight export --imports MODULE)")
+        for key, item in value.items():
+            _refuse_imports(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_imports(item, f"{where}[{i}]")
+
+
+def module_from_checkpoint(path: str | Path, trust_remote_code: bool = False) -> tuple[L.LightningModule, dict]:
+    """Rebuild the module a checkpoint was written by, with its weights.
+
+    Only preflight's module classes (and subclasses already imported) are built; the checkpoint's
+    hyperparameters are the constructor's arguments, except ``trust_remote_code``, which comes from the
+    caller alone (a checkpoint never turns it on).
+    """
     checkpoint = load_checkpoint(path)
     class_path = checkpoint.get(MODULE_KEY)
     if class_path is None:
         raise ValueError(f"{path}: not a preflight checkpoint (no '{MODULE_KEY}' entry)")
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    module = cls(**checkpoint["hyper_parameters"])
+    cls = module_classes().get(class_path) if isinstance(class_path, str) else None
+    if cls is None:
+        raise ValueError(f"{path}: refusing to build {class_path!r}: not a preflight module class "
+                         "(a subclass of your own needs --imports MODULE)")
+    accepted = inspect.signature(cls.__init__).parameters
+    hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k in accepted and k != "self"}
+    _refuse_imports(hparams, f"{path}: hyper_parameters")
+    if "trust_remote_code" in accepted:
+        hparams["trust_remote_code"] = trust_remote_code
+    module = cls(**hparams)
     module.configure_model()
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     return module, checkpoint
 
 
-def export_checkpoint(path: str | Path, out: str | Path, merge_lora: bool = True, tokenizer: str | None = None) -> Path:
-    module, checkpoint = module_from_checkpoint(path)
+def export_checkpoint(
+    path: str | Path, out: str | Path, merge_lora: bool = True, tokenizer: str | None = None,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Write the model of a preflight checkpoint as a Hugging Face folder (see `module_from_checkpoint`)."""
+    module, checkpoint = module_from_checkpoint(path, trust_remote_code=trust_remote_code)
     spec = tokenizer or (checkpoint.get("datamodule_hyper_parameters") or {}).get("tokenizer")
     loaded = None
     if spec:
         from .datamodules import load_tokenizer
 
-        loaded = load_tokenizer(spec)
+        loaded = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     return export_module(module, out, loaded, merge_lora)
 
 
