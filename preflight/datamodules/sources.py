@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,6 +51,8 @@ class Source:
             return "dataset"  # a datasets.Dataset instance
         path = Path(self.spec)
         suffix = path.suffix.lower()
+        if path.is_dir():
+            return "folder"  # a folder of data files, or one written by Dataset.save_to_disk
         if suffix in FILE_TYPES:
             if not path.is_file():
                 raise PreferenceDataError(f"{self.spec}: file not found")
@@ -58,7 +61,7 @@ class Source:
             raise PreferenceDataError(
                 f"{self.spec}: unknown file type {suffix or '(none)'!r}; expected one of {', '.join(FILE_TYPES)}"
             )
-        if suffix and ("/" in str(self.spec) or os.sep in str(self.spec) or len(suffix) <= 6):
+        if suffix and not looks_like_hub_id(str(self.spec)):
             raise PreferenceDataError(
                 f"{self.spec}: unknown file type {suffix!r}; expected one of {', '.join(FILE_TYPES)}, "
                 "or a Hugging Face dataset id"
@@ -74,6 +77,12 @@ class Source:
             h.update(str(getattr(self.spec, "_fingerprint", id(self.spec))).encode())
         elif kind == "hub":
             h.update(f"{self.spec}|{self.split}|{self.subset}".encode())
+        elif kind == "folder":
+            h.update(f"{self.split}|{self.subset}".encode())
+            for file in sorted(p for p in Path(self.spec).rglob("*") if p.is_file()):
+                h.update(str(file.relative_to(self.spec)).encode())
+                h.update(str(file.stat().st_size).encode())
+                h.update(str(file.stat().st_mtime_ns).encode())
         else:
             with open(self.spec, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -83,7 +92,7 @@ class Source:
     def rows(self) -> Iterator[RawRow]:
         kind = self.kind()
         reader = {
-            "list": self._list_rows, "dataset": self._dataset_rows, "hub": self._hub_rows,
+            "list": self._list_rows, "dataset": self._dataset_rows, "hub": self._hub_rows, "folder": self._hub_rows,
             ".jsonl": self._jsonl_rows, ".json": self._json_rows, ".parquet": self._parquet_rows, ".csv": self._csv_rows,
         }[kind]
         yield from reader()
@@ -140,21 +149,36 @@ class Source:
                 yield RawRow(f"{self.spec}, line {reader.line_num}", i, value)
 
     def _hub_rows(self) -> Iterator[RawRow]:
+        """A Hugging Face dataset id, or a local folder that `datasets` reads the same way (data files,
+        or a folder written by ``save_to_disk``)."""
         import datasets
 
+        split = self.split or "train"
         try:
-            ds = datasets.load_dataset(str(self.spec), self.subset, split=self.split or "train")
+            if Path(self.spec).is_dir() and (Path(self.spec) / "dataset_dict.json").is_file():
+                ds = datasets.load_from_disk(str(self.spec))[split]
+            elif Path(self.spec).is_dir() and (Path(self.spec) / "dataset_info.json").is_file():
+                ds = datasets.load_from_disk(str(self.spec))
+            else:
+                ds = datasets.load_dataset(str(self.spec), self.subset, split=split)
         except Exception as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            what = "a folder" if Path(self.spec).is_dir() else "not a file"
             raise PreferenceDataError(
-                f"{self.spec}: not a file, and loading it as a Hugging Face dataset failed ({first_line})"
+                f"{self.spec}: {what}, and loading it as a Hugging Face dataset failed ({first_line})"
             ) from None
-        yield from self._dataset_rows(name=f"{ds.info.dataset_name or 'dataset'}[{self.split or 'train'}]")
+        yield from self._dataset_rows(ds, name=f"{self.spec}[{split}]")
 
-    def _dataset_rows(self, name: str | None = None) -> Iterator[RawRow]:
+    def _dataset_rows(self, dataset: Any = None, name: str | None = None) -> Iterator[RawRow]:
+        dataset = self.spec if dataset is None else dataset
         name = name or self.name
-        for i, value in enumerate(self.spec):
+        for i, value in enumerate(dataset):
             yield RawRow(f"{name}, row {i + 1}", i, value)
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` (dots allowed in the name, as in ``allenai/llama-3.1-tulu-3-8b-preference-mixture``)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec) is not None and not spec.startswith(".")
 
 
 class _Malformed:
