@@ -18,13 +18,17 @@ from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import additive_mask, pack_pairs
-from .models import apply_lora, check_model_path, is_peft, load_model, shard_fsdp2, unwrap_peft
+from .models import apply_lora, check_model_path, is_peft, load_model, model_source, shard_fsdp2, unwrap_peft
 
 log = logging.getLogger("preflight")
 # The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 LOGITS_PER_CHUNK = 8 * 2**20  # vocabulary × tokens of one lm_head chunk (32 MiB of float32 logits)
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
+
+
+class PrecomputedReferenceError(ValueError):
+    """Precomputed reference log-probs that do not belong to the data and cannot be recomputed."""
 
 
 class PreferenceModule(PreflightModule):
@@ -38,20 +42,29 @@ class PreferenceModule(PreflightModule):
         model: a Hugging Face id or local path of a causal LM, or a transformers model instance.
             A local folder holding only a config is built with random weights (seeded by ``init_seed``).
         loss: a registry name (``dpo``), a mapping ``{name: ipo, beta: 0.5}``, a
-            ``class_path``/``init_args`` mapping, or a `PreferenceLoss` instance.
+            ``class_path``/``init_args`` mapping, or a `PreferenceLoss` instance (``preflight losses`` lists them).
         reference: ``auto`` (none when the loss needs no reference, ``adapter`` with PEFT, else
             ``copy``), ``copy`` (a frozen copy of the initial policy), ``adapter`` (the policy with
             its LoRA adapter disabled), ``precomputed`` (reference log-probs computed once before
             training and kept with the data; no reference model in memory), ``none``.
         reference_model: a different reference checkpoint (id or path), for ``copy`` or ``precomputed``.
         peft: LoRA settings (fields of ``peft.LoraConfig``); None trains all weights.
+        learning_rate: AdamW's peak learning rate.
+        weight_decay: AdamW's decoupled weight decay, applied to matrices (not to biases and norms).
+        warmup_steps: optimizer steps of linear warm-up from 0 to ``learning_rate``.
+        scheduler: the learning-rate schedule after warm-up: ``linear`` decay to 0, ``cosine``, or ``constant``.
+        gradient_checkpointing: recompute decoder activations in backward (less memory, more compute).
         fused_lm_head: compute the lm_head only at completion positions, in chunks recomputed
             in backward (``auto``: on, after checking once that it matches the model's own logits).
+        shared_prompt: compute the prompt once per pair (``auto``: on, after the same check).
         lm_head_chunk_size: completion tokens per lm_head chunk; None sizes chunks to about 8M logits
             (32 MB in float32) whatever the vocabulary, so memory stays flat as the vocabulary grows.
-        shared_prompt: compute the prompt once per pair (``auto``: on, after the same check).
-        gradient_checkpointing: recompute decoder activations in backward.
-        trust_remote_code: allow model code from the Hub (off by default).
+        precompute_batch_size: pairs per batch of the ``precomputed`` reference pass.
+        on_nonfinite: ``error`` stops at a non-finite loss or gradient, naming the step and rows; ``skip``
+            skips that optimizer step (no weight and no schedule moves).
+        trust_remote_code: allow model (and tokenizer) code from the model's folder or the Hub (off by default).
+        init_seed: seed of the random weights of a model folder that holds only a config.
+        model_dtype: the dtype the weights are loaded in (``bfloat16``, ``float32``, ...; None: the checkpoint's).
     """
 
     def __init__(
@@ -78,24 +91,31 @@ class PreferenceModule(PreflightModule):
         super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
+        if not isinstance(model, str):
+            self.hparams["model"] = model_source(model)
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
             raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
         for name, value in (("fused_lm_head", fused_lm_head), ("shared_prompt", shared_prompt)):
             if value not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off; got {value!r}")
         self.reference_mode = self._resolve_reference(reference, peft, reference_model)
-        self.model_spec, self.reference_spec, self.peft_settings = model, reference_model, peft
+        self.__dict__["model_spec"] = model  # an instance becomes `policy` in configure_model, registered once
+        self.reference_spec, self.peft_settings = reference_model, peft
         self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = gradient_checkpointing, fused_lm_head, shared_prompt
         self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
         self._path: tuple[bool, bool] | None = None  # (fused lm_head, shared prompt), chosen on the first batch
-        self._precomputed: dict[str, list[list[float]]] = {}
+        self._precomputed: dict[str, dict] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
         if isinstance(model, str):
             check_model_path(model)
             if reference_model:
                 check_model_path(reference_model)
+
+    def run_name(self) -> str:
+        """The command's default run folder name: the loss, with ``_lora`` when training an adapter."""
+        return self.loss_fn.name + ("_lora" if self.peft_settings else "")
 
     # ------------------------------------------------------------------ building
     def _resolve_reference(self, reference: str, peft: dict | None, reference_model: str | None) -> str:
@@ -249,18 +269,37 @@ class PreferenceModule(PreflightModule):
             self._attach_precomputed(("test",))
 
     def _attach_precomputed(self, splits: tuple[str, ...]) -> None:
+        """Give each split's rows their reference log-probs: the table kept in this module (or its
+        checkpoint) when it was computed on exactly these pairs, else a new pass."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "attach_reference_logps"):
             raise RuntimeError("reference: precomputed needs a PreferenceDataModule (trainer.fit(module, datamodule=...))")
         for split in splits:
-            if datamodule.dataset(split) is None:
+            dataset = datamodule.dataset(split)
+            if dataset is None:
                 continue
-            if split not in self._precomputed:
-                self._precomputed[split] = self._compute_reference_table(datamodule, split)
-            values = self._precomputed[split]
+            digest = _digest_pairs(dataset.pairs)
+            entry = self._precomputed.get(split)
+            if entry is not None and (not isinstance(entry, dict) or entry.get("data") != digest):
+                if not self._reference_is_rebuildable():
+                    raise PrecomputedReferenceError(
+                        f"reference: precomputed: the {split} reference log-probs in this checkpoint were computed on "
+                        f"other {split} data, and the policy has trained since, so they cannot be recomputed: "
+                        "use the data the run started with, or start a new run")
+                log.warning("%s data differ from those the reference log-probs were computed on: recomputing", split)
+                entry = None
+            if entry is None:
+                entry = {"data": digest, "logps": self._compute_reference_table(datamodule, split, digest)}
+                self._precomputed[split] = entry
+            values = entry["logps"]
             datamodule.attach_reference_logps(split, [v[0] for v in values], [v[1] for v in values])
 
-    def _compute_reference_table(self, datamodule, split: str) -> list[list[float]]:
+    def _reference_is_rebuildable(self) -> bool:
+        """Whether the reference can still be computed now: a separate reference model, or a LoRA
+        policy whose disabled adapter is the reference; a fully fine-tuned policy is not its own start."""
+        return bool(self.reference_spec) or is_peft(self.policy)
+
+    def _compute_reference_table(self, datamodule, split: str, digest: str) -> list[list[float]]:
         """One no-grad pass over `split`, in dataset order, with the initial policy (or `reference_model`).
 
         Cached on disk (JSON) keyed by the tokenized pairs and the reference weights, so a second
@@ -272,7 +311,7 @@ class PreferenceModule(PreflightModule):
         store, key = None, None
         if getattr(datamodule, "use_cache", False):
             store = Path(datamodule.cache_dir).parent / "reference"
-            key = cache.cache_key(pairs=_digest_pairs(datamodule.dataset(split).pairs), weights=_digest_weights(model))
+            key = cache.cache_key(pairs=digest, weights=_digest_weights(model))
             hit = cache.load(store, key)
             if hit is not None:
                 return hit["logps"]
