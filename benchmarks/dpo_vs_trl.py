@@ -147,7 +147,6 @@ def run_trl(pairs, tokenizer_dir, model_dir, device, clock, extra: dict):
         def on_step_end(self, *args, **kwargs):
             clock.tick()
 
-    import torch
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,

@@ -2,53 +2,86 @@
 
     preflight fit --config configs/dpo.yaml [--model.loss ipo] [--trainer.max_steps 100]
     preflight validate|test --config ... --ckpt_path last
-    preflight export CKPT OUT [--no-merge-lora] [--tokenizer PATH]
+    preflight export CKPT_OR_RUN_FOLDER OUT [--no-merge-lora] [--tokenizer PATH]
+    preflight losses
 
-Configs may use OmegaConf interpolation (``${model.init_args.model}``). Loss plugins
-registered through the ``preflight.losses`` entry points are loaded before parsing.
-Bad configuration ends with one line on stderr and exit status 2 (set
-``PREFLIGHT_DEBUG=1`` for the traceback).
+Each run writes to ``{trainer.default_root_dir}/{run_name}/version_N`` (see `preflight.runs`);
+the run name follows the loss actually selected, overrides included. Configs may use OmegaConf
+interpolation. Loss plugins (entry points ``preflight.losses``) and the modules named by
+``--imports`` are loaded before the classes are built. Bad configuration ends with one line on
+stderr and exit status 2 (``PREFLIGHT_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from .callbacks import FitSummary, StepProgressBar, ValidateFinalWeights
 from .checkpointing import AtomicCheckpointIO
 from .datamodules import PreferenceDataModule
 from .losses.registry import load_entry_points
 from .modules import NonFiniteError, PreflightModule
+from .resume import check_checkpoint_matches
+from .runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 
 SUBCOMMANDS = ("fit", "validate", "test")
 EXIT_CONFIG_ERROR = 2
+DEFAULT_ROOT = "runs"
+TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses} ...
+
+preflight: preference optimization (DPO, IPO, reward models and more) with PyTorch Lightning.
+
+commands:
+  fit        train a module:                  preflight fit --config configs/dpo.yaml
+  validate   validate a checkpoint:           preflight validate --config configs/dpo.yaml --ckpt_path last
+  test       test a checkpoint on data.test:  preflight test --config ... --ckpt_path last
+  export     write a Hugging Face folder:     preflight export runs/dpo out/dpo-model
+  losses     list every registered loss with its hyperparameters, reference needs and paper
+
+Each command takes --help. Runs write to runs/<run name>/version_N (config, metrics.csv, checkpoints).
+"""
 
 
-class FitSummary(L.Callback):
-    """After `fit`: the final validation metrics and where checkpoints and logs went."""
+def import_user_modules(names: list[str] | None) -> None:
+    """Import the modules a user named (``my_losses`` or ``path/to/my_losses.py``): their decorators run."""
+    for name in names or ():
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise ValueError(f"imports: {name}: file not found")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"imports: cannot import {name!r} ({err})") from None
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        log_dir = trainer.log_dir if trainer.logger is not None else None  # a collective: every rank asks
-        if not trainer.is_global_zero:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        lines = ["", "preflight: fit finished"]
-        if metrics:
-            lines.append("  final validation: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and getattr(checkpoint, "dirpath", None):
-            lines.append(f"  checkpoints: {checkpoint.dirpath}")
-        if log_dir:
-            lines.append(f"  logs: {log_dir}")
-        print("\n".join(lines), flush=True)
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the config of each command into its run folder: ``config.yaml`` for fit, and
+    ``validate_config.yaml`` / ``test_config.yaml`` beside it, so no command overwrites another's."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.state.fn is not None and trainer.state.fn.value != "fit":
+            self.config_filename = f"{trainer.state.fn.value}_config.yaml"
+        super().setup(trainer, pl_module, stage)
 
 
 class PreflightCLI(LightningCLI):
@@ -62,28 +95,101 @@ class PreflightCLI(LightningCLI):
         from .modules import PreferenceModule
 
         parser.set_defaults({"model": lazy_instance(PreferenceModule)})
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="folder of this run under trainer.default_root_dir (default: the loss name, "
+                                 "'_lora' added with peft; reward models: 'reward_model')")
+        parser.add_argument("--imports", type=list[str] | str, default=[],
+                            help="modules (names, or .py files) to import before building the classes, "
+                                 "e.g. a file that registers your own losses with @register_loss")
+        parser.add_argument("--allow_changed_config", type=bool, default=False,
+                            help="resume or validate a checkpoint whose module, model, loss or peft settings "
+                                 "differ from this config's (refused otherwise)")
+        # One trust_remote_code for model and tokenizer; the data module's follows the model's.
+        parser.link_arguments("model.init_args.trust_remote_code", "data.trust_remote_code")
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI copies a checkpoint's hyperparameters over the config; preflight never does:
+        the model source and ``trust_remote_code`` come from the config and the command line only.
+        A checkpoint that disagrees with the config is refused (`check_checkpoint_matches`)."""
+
+    def before_instantiate_classes(self) -> None:
+        names = self._get(self.config, "imports")
+        import_user_modules([names] if isinstance(names, str) else names)
+
+    # ------------------------------------------------------------------ the trainer
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        # Read and check the data before the trainer exists, so bad data leaves no run folder behind.
         if self.subcommand in SUBCOMMANDS and isinstance(self.datamodule, PreferenceDataModule):
+            # Read and check the data before the trainer exists, so bad data leaves no run folder behind.
             self.datamodule.setup(self.subcommand)
-        if self._get(self.config_init, "trainer", default={}).get("plugins") is None:
-            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+            if _is_main_process():
+                print(f"preflight: data: {self.datamodule.describe(self.subcommand)}", flush=True)
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        version = self._resolve_checkpoint(trainer_config)
+        if trainer_config.get("logger") in (None, True):
+            root = trainer_config.get("default_root_dir") or DEFAULT_ROOT
+            run_root, name = self._run_folder(root)
+            # absolute, so a resumed run's checkpoint folder is recognized as the same (its `last.ckpt` is replaced)
+            kwargs["logger"] = RunLogger(save_dir=str(Path(run_root).absolute()), name=name, version=version)
+        if trainer_config.get("plugins") is None:
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        callbacks = list(trainer_config.get("callbacks") or [])
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+            if _RICH_AVAILABLE:
+                self.trainer_defaults["callbacks"].append(StepProgressBar())
         return super().instantiate_trainer(**kwargs)
+
+    def _run_folder(self, root: str) -> tuple[Path, str]:
+        checkpoint = self._get(self.config_init, "ckpt_path")
+        located = run_location(checkpoint) if checkpoint else None
+        if located:  # a resumed or validated run keeps logging in its own folder
+            return located[0], located[1]
+        return Path(root), self._get(self.config, "run_name") or self.model.run_name()
+
+    def _resolve_checkpoint(self, trainer_config: dict) -> int | None:
+        """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of this run, check that the checkpoint
+        belongs to this config, and return its version folder number (None for a new run)."""
+        if self.subcommand not in SUBCOMMANDS:
+            return None
+        spec = self._get(self.config_init, "ckpt_path")
+        if not spec or spec in ("best", "hpc", "registry"):
+            return None
+        root = trainer_config.get("default_root_dir") or DEFAULT_ROOT
+        run_dir = Path(root) / (self._get(self.config, "run_name") or self.model.run_name())
+        if spec == "last":
+            newest = latest_checkpoint(run_dir)
+            if newest is None:
+                if self.subcommand == "fit":
+                    return None  # nothing to resume: a fresh run, as Lightning does for "last"
+                raise FileNotFoundError(f"--ckpt_path last: no checkpoint under {run_dir}/version_*/checkpoints")
+            spec = str(newest)
+        path = resolve_checkpoint(spec)
+        if not self._get(self.config, "allow_changed_config"):
+            check_checkpoint_matches(path, self.model)
+        self.config_init[self.subcommand]["ckpt_path"] = str(path)
+        located = run_location(path)
+        return located[2] if located else None
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[PreflightCLI] = PreflightCLI) -> PreflightCLI:
     """The CLI; with ``run=False`` it parses and instantiates without a subcommand (no ``fit`` in `args`)."""
     load_entry_points()
-    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf", "exit_on_error": False}
+    parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf", "exit_on_error": False, "prog": "preflight"}
     return cli_class(
         PreflightModule,
         PreferenceDataModule,
         subclass_mode_model=True,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [FitSummary()]},
+        trainer_defaults={"callbacks": [ValidateFinalWeights(), FitSummary()], "default_root_dir": DEFAULT_ROOT},
+        save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={**parser_kwargs, **{name: dict(parser_kwargs) for name in SUBCOMMANDS}},
+        parser_kwargs={**parser_kwargs, "description": "preflight: preference optimization with PyTorch Lightning",
+                       **{name: dict(parser_kwargs) for name in SUBCOMMANDS}},
         args=args,
         run=run,
     )
@@ -113,23 +219,59 @@ def export_main(argv: list[str]) -> None:
     from .export import export_checkpoint
 
     parser = argparse.ArgumentParser(prog="preflight export", description="Write a checkpoint as a Hugging Face model folder.")
-    parser.add_argument("checkpoint", help="a .ckpt written by preflight fit")
+    parser.add_argument("checkpoint", help="a .ckpt written by preflight fit, or a run folder (its newest last.ckpt)")
     parser.add_argument("out", help="the folder to write (replaced if it exists)")
     parser.add_argument("--no-merge-lora", dest="merge_lora", action="store_false", help="save the LoRA adapter alone")
     parser.add_argument("--tokenizer", help="tokenizer to save with it (default: the one the data module used)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow model code from the model's folder or the Hub (never taken from the checkpoint)")
+    parser.add_argument("--imports", nargs="*", default=[],
+                        help="modules defining your own module subclasses or losses, to allow building them")
     ns = parser.parse_args(argv)
-    if not Path(ns.checkpoint).exists():
-        raise ValueError(f"{ns.checkpoint}: checkpoint not found")
-    out = export_checkpoint(ns.checkpoint, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer)
-    print(f"preflight: exported {ns.checkpoint} to {out}")
+    import_user_modules(ns.imports)
+    path = resolve_checkpoint(ns.checkpoint)
+    out = export_checkpoint(path, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer,
+                            trust_remote_code=ns.trust_remote_code)
+    print(f"preflight: exported {path} to {out}")
+
+
+def losses_main(argv: list[str]) -> None:
+    from .losses.catalog import format_catalog, loss_catalog
+
+    parser = argparse.ArgumentParser(prog="preflight losses", description="List every registered loss (plugins included).")
+    parser.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
+    ns = parser.parse_args(argv)
+    import_user_modules(ns.imports)
+    print(format_catalog(loss_catalog()))
+
+
+def quiet_third_party() -> None:
+    """The command's output is about the run: no product tips, no other packages' deprecation notices
+    (``PREFLIGHT_DEBUG=1`` or any ``-W`` option shows everything)."""
+    if os.environ.get("PREFLIGHT_DEBUG") or sys.warnoptions:
+        return
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*is deprecated.*")
+    # a resumed or validated run writes into its own version folder on purpose
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "💡 Tip" not in str(record.getMessage()))
 
 
 def main(argv: list[str] | None = None) -> None:
     explicit = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_third_party()
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # the user's own modules (e.g. losses) importable, never shadowing packages
     try:
-        if argv[:1] == ["export"]:
+        if argv[:1] in ([], ["-h"], ["--help"]):
+            print(TOP_LEVEL_HELP)
+        elif argv[:1] == ["export"]:
             export_main(argv[1:])
+        elif argv[:1] == ["losses"]:
+            losses_main(argv[1:])
         else:
             build_cli(argv if explicit else None)
     except (ValueError, OSError, NonFiniteError, ArgumentError, argparse.ArgumentError) as err:

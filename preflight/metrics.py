@@ -8,6 +8,8 @@ the summed completion log-probs), plus each loss's own metrics.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -39,7 +41,10 @@ class PreferenceMetrics(nn.Module):
     def update(
         self, output: LossOutput, chosen_logps: Tensor | None = None, rejected_logps: Tensor | None = None
     ) -> dict[str, tuple[MeanMetric, str]]:
-        """Accumulate one batch; return {logged name: (metric, its attribute path under this module)}."""
+        """Accumulate one batch; return {logged name: (metric, its attribute path under this module)}.
+
+        For the validation and test stages, log the returned metric objects per epoch (Lightning syncs and
+        resets them). The train stage instead calls `compute_and_reset` once per optimizer step."""
         values: dict[str, Tensor] = {"loss": output.loss.detach()}
         weights: dict[str, int] = {"loss": output.losses.shape[0]}
         if output.chosen_rewards is not None and output.rejected_rewards is not None:
@@ -58,8 +63,21 @@ class PreferenceMetrics(nn.Module):
             metric = self._metric(name, value)
             value = value.float()
             if value.dim() == 0:  # a batch mean: weight it by the batch's pairs
-                metric(value, weights.get(name, output.losses.shape[0]))
+                metric.update(value, weights.get(name, output.losses.shape[0]))
             else:
-                metric(value)
+                metric.update(value)
             logged[f"{self.stage}/{name}"] = (metric, f"means.{_key(name)}")
         return logged
+
+    def compute_and_reset(self) -> dict[str, Tensor]:
+        """The means since the last call over every process (a collective: every rank calls it at the same
+        point), keyed by logged name; metrics without any finite value are left out. Resets them."""
+        values = {}
+        for key, metric in self.means.items():
+            with warnings.catch_warnings():  # a metric this process did not update (a skipped batch) is 0/0 here
+                warnings.simplefilter("ignore")
+                value = metric.compute()
+            if torch.isfinite(value):
+                values[f"{self.stage}/{key.replace('__', '/')}"] = value
+            metric.reset()
+        return values

@@ -148,16 +148,27 @@ def check_missing_input(loss: PreferenceLoss) -> None:
         raise AssertionError(f"{loss.name}: no error when the required input {field} is None")
 
 
-def check_loss(loss: str | type[PreferenceLoss] | PreferenceLoss, **hyperparameters: Any) -> None:
-    """Run the whole contract on one loss; raises `AssertionError` on the first broken property."""
+def check_loss(loss: str | type[PreferenceLoss] | PreferenceLoss, verbose: bool = True, **hyperparameters: Any) -> list[str]:
+    """Run the whole contract on one loss; raises `AssertionError` on the first broken property.
+
+    Returns the names of the checks that passed, and prints them in one line unless `verbose` is False."""
     instance = _resolve(loss, hyperparameters)
     assert isinstance(instance, PreferenceLoss), f"{instance!r} is not a PreferenceLoss"
     inputs = make_inputs(instance)
     _check_output(instance(inputs), inputs.batch_size, instance.name)
+    passed = ["output shapes"]
     for dtype in (torch.float32, torch.bfloat16):
         check_finite_at_extremes(instance, dtype)
+        passed.append(f"finite at extremes ({str(dtype).removeprefix('torch.')})")
     check_no_reference_gradient(instance)
+    passed.append("no reference gradient")
     if instance.monotonic:
         check_monotonic(instance)
+        passed.append("monotonic")
     check_deterministic(instance)
     check_missing_input(instance)
+    passed += ["deterministic", "missing input named"]
+    if verbose:
+        skipped = "" if instance.monotonic else " (monotonicity not checked: monotonic = False)"
+        print(f"check_loss({instance.name!r}): {len(passed)} checks passed: {', '.join(passed)}{skipped}")
+    return passed

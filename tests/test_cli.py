@@ -35,10 +35,15 @@ def test_loss_mapping_on_the_command_line():
     assert cli.model.loss_fn.name == "robust" and cli.model.loss_fn.label_smoothing == 0.2
 
 
-def test_omegaconf_interpolation_resolves():
-    cli = parsed()
-    assert cli.trainer.default_root_dir == "runs/dpo"
-    assert str(cli.trainer.logger.save_dir) == "runs/dpo"
+def test_omegaconf_interpolation_resolves(tmp_path):
+    config = tmp_path / "interpolated.yaml"
+    config.write_text("model:\n  class_path: preflight.PreferenceModule\n  init_args:\n    model: assets/tiny-llama\n"
+                      "    loss: {name: ipo, beta: 0.5}\n"
+                      "data:\n  tokenizer: assets/tokenizer\n  train: assets/data/val.jsonl\n"
+                      "trainer:\n  default_root_dir: ${oc.env:PREFLIGHT_TEST_ROOT,runs}/by-${model.init_args.loss.name}\n")
+    cli = parsed("--config", str(config))
+    assert cli.trainer.default_root_dir == "runs/by-ipo"
+    assert cli.datamodule.train_spec == "assets/data/val.jsonl" and cli.model.loss_fn.beta == 0.5
 
 
 def test_entry_point_losses_work_by_name_in_the_cli(monkeypatch, tmp_path):
@@ -108,7 +113,7 @@ def test_ckpt_path_last_resumes_through_the_command(tmp_path, monkeypatch):
     common = ["fit", "--config", DPO, "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
     first = build_cli([*common, "--trainer.max_steps", "3"])
     assert isinstance(first.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    assert (tmp_path / "runs" / "dpo" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     second = build_cli([*common, "--trainer.max_steps", "5", "--ckpt_path", "last"])
     assert second.trainer.global_step == 5
-    assert str(second.trainer.ckpt_path).endswith("runs/dpo/checkpoints/last.ckpt")  # it resumed from step 3
+    assert str(second.trainer.ckpt_path).endswith("runs/dpo/version_0/checkpoints/last.ckpt")  # it resumed from step 3

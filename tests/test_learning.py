@@ -13,7 +13,7 @@ def test_dpo_config_learns_the_shipped_rule(tmp_path, monkeypatch):
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/rewards/accuracies"]) >= 0.9
     assert float(metrics["val/rewards/margins"]) > 0
-    assert (tmp_path / "runs" / "dpo" / "checkpoints" / "last.ckpt").is_file()
-    rows = list(csv.DictReader(open(tmp_path / "runs" / "dpo" / "logs" / "version_0" / "metrics.csv")))
+    assert (tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "dpo" / "version_0" / "metrics.csv")))
     train_loss = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert train_loss[-1] < 0.1 and train_loss[0] > 3 * train_loss[-1]  # it started at log 2 (see test_preference_module)

@@ -19,7 +19,7 @@ from .errors import PreferenceDataError
 from .formats import column_names, parse_example
 from .sampler import FlatBatchSampler, PreferenceBatchSampler
 from .sources import Source
-from .tokenization import TokenizedPair, Truncation, tokenize_example, tokenizer_fingerprint, truncate
+from .tokenization import TokenizedPair, tokenize_example, tokenizer_fingerprint, truncate
 
 log = logging.getLogger("preflight.data")
 MAX_REPORTED = 5
@@ -71,20 +71,34 @@ class PreferenceDataModule(L.LightningDataModule):
 
     Args:
         tokenizer: a Hugging Face id, a local path, or a tokenizer instance.
-        train, val, test: a path to .jsonl/.json/.parquet/.csv, a Hugging Face datasets id,
-            or a list of dicts. Formats (standard, implicit prompt, conversational) are detected per row.
-        split, val_split, test_split, subset: the splits and configuration of a Hugging Face dataset.
+        train: the training pairs: a path to .jsonl/.json/.parquet/.csv, a folder readable by ``datasets``, a
+            Hugging Face datasets id, or a list of dicts. Formats (standard, implicit prompt, conversational)
+            are detected per row.
+        val: the validation pairs, in any form ``train`` takes (None: none, or ``val_fraction`` of train).
+        test: the test pairs, in any form ``train`` takes.
+        split: the split of a Hugging Face dataset (or folder) that ``train`` reads.
+        val_split: the split that ``val`` reads from a Hugging Face dataset.
+        test_split: the split that ``test`` reads from a Hugging Face dataset.
+        subset: the configuration (subset) of a Hugging Face dataset.
         val_fraction: without ``val``, this fraction of ``train`` becomes validation (seeded).
-        batch_size: pairs per batch and process; ``eval_batch_size`` for validation/test (default: the same).
-        max_length: prompt + completion tokens per row; ``max_prompt_length``: prompt tokens.
+        batch_size: pairs per micro-batch and process (an optimizer step takes batch_size × devices ×
+            accumulate_grad_batches pairs).
+        eval_batch_size: pairs per validation/test batch and process (default: ``batch_size``).
+        max_length: prompt + completion tokens per row at most (the completion is cut to fit).
+        max_prompt_length: prompt tokens per row at most (None: only ``max_length`` limits it).
         truncation: ``keep_end`` (default) keeps the end of a long prompt, next to the answer; ``keep_start`` its start.
         columns: names in the data mapped to ours, e.g. ``{question: prompt, good: chosen, bad: rejected}``.
         on_bad_rows: ``error`` (default) stops at the first bad row; ``skip`` skips and reports them.
         drop_identical: drop pairs whose chosen equals the rejected (they carry no preference).
         group_by_length: length-grouped batches for training (less padding).
         pad_to_multiple_of: round the padded length up to a multiple of this.
-        cache_dir: where tokenized splits are cached (default ``~/.cache/preflight/tokenized``,
-            or ``$PREFLIGHT_CACHE``); ``use_cache: false`` turns the cache off.
+        num_workers: DataLoader worker processes (0: load in the training process).
+        seed: seed of the batch order and of the ``val_fraction`` split.
+        cache_dir: where tokenized splits are cached (default ``~/.cache/preflight/tokenized``, or
+            ``$PREFLIGHT_CACHE``).
+        use_cache: read and write that cache (false: tokenize every time).
+        trust_remote_code: allow tokenizer code from the Hub; under the command it follows
+            ``model.trust_remote_code``.
     """
 
     def __init__(
@@ -171,6 +185,23 @@ class PreferenceDataModule(L.LightningDataModule):
         self.datasets[split], self.reports[split] = PairDataset(pairs), report
         log.info(report.summary())
         return self.datasets[split]
+
+    def describe(self, stage: str | None = None) -> str:
+        """One line naming the sources and sizes of the splits a stage uses (printed by the command)."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        parts = []
+        for split in wanted:
+            dataset = self.dataset(split)
+            if dataset is None:
+                parts.append(f"{split}: none")
+                continue
+            report = self.reports.get(split)
+            if report is None:  # carved out of train
+                source = f"{self.val_fraction:g} of {self.reports['train'].source}"
+            else:
+                source = report.source
+            parts.append(f"{split} {source} ({len(dataset)} pairs)")
+        return ", ".join(parts)
 
     def _carve_validation(self) -> None:
         train = self.dataset("train")

@@ -32,7 +32,7 @@ class _AOTLoss(PreferenceLoss):
 
 @register_loss("aot")
 class AOTLoss(_AOTLoss):
-    r"""AOT for paired data: ``−log σ(β (sort(π_w − π_l) − sort(ref_w − ref_l)))`` per quantile,
+    r"""AOT (arXiv 2406.05882) for paired data: ``−log σ(β (sort(π_w − π_l) − sort(ref_w − ref_l)))`` per quantile,
     with label smoothing ε as in cDPO. π_w − π_l are the policy's log-prob differences.
     """
 
@@ -46,7 +46,7 @@ class AOTLoss(_AOTLoss):
 
 @register_loss("aot_unpaired", "aot_pair")
 class AOTUnpairedLoss(_AOTLoss):
-    r"""AOT for unpaired data: ``−log σ(β (sort(ρ_w) − sort(ρ_l)))`` per quantile (TRL's
+    r"""AOT (arXiv 2406.05882), AOT for unpaired data: ``−log σ(β (sort(ρ_w) − sort(ρ_l)))`` per quantile (TRL's
     ``aot_unpaired``, formerly ``aot_pair``): chosen and rejected log-ratios are sorted separately.
     """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +20,7 @@ ENTRY_POINT_GROUP = "preflight.losses"
 
 _REGISTRY: dict[str, type[PreferenceLoss]] = {}
 _entry_points_loaded = False
+_BROKEN_PLUGINS: list[str] = []  # "entry point 'x' = module (distribution d): error", one per plugin that failed
 
 L = TypeVar("L", bound=type[PreferenceLoss])
 
@@ -54,10 +56,18 @@ def load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    _BROKEN_PLUGINS.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        target = ep.load()
-        if inspect.isclass(target) and issubclass(target, PreferenceLoss) and ep.name not in _REGISTRY:
-            register_loss(ep.name)(target)
+        try:
+            target = ep.load()
+            if inspect.isclass(target) and issubclass(target, PreferenceLoss) and ep.name not in _REGISTRY:
+                register_loss(ep.name)(target)
+        except Exception as err:  # a broken plugin must not take the built-in losses and other plugins with it
+            distribution = getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"
+            first = (str(err).strip().splitlines() or [""])[0]
+            problem = f"entry point {ep.name!r} = {ep.value} ({distribution}): {type(err).__name__}: {first}"
+            _BROKEN_PLUGINS.append(problem)
+            warnings.warn(f"preflight: loss plugin not loaded: {problem}", RuntimeWarning, stacklevel=2)
 
 
 def available_losses() -> list[str]:
@@ -74,8 +84,9 @@ def loss_class(name: str) -> type[PreferenceLoss]:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        broken = f" Plugins that failed to load: {'; '.join(_BROKEN_PLUGINS)}." if _BROKEN_PLUGINS else ""
         raise ValueError(
-            f"unknown loss {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))}"
+            f"unknown loss {name!r}.{hint}{broken} Available: {', '.join(sorted(_REGISTRY))}"
         ) from None
 
 

@@ -55,6 +55,10 @@ class PreflightModule(L.LightningModule):
         self._last_batch_rows: Tensor | None = None
 
     # ------------------------------------------------------------------ subclass API
+    def run_name(self) -> str:
+        """The folder name the command gives a run of this module (under ``trainer.default_root_dir``)."""
+        return self.loss_fn.name
+
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, Tensor | None, Tensor | None]:
         """(loss output, chosen log-probs, rejected log-probs or None) for one batch."""
         raise NotImplementedError
@@ -67,12 +71,11 @@ class PreflightModule(L.LightningModule):
         if non_finite:  # no metric sees it; the optimizer step is stopped or skipped (on_before_optimizer_step)
             self._flag_non_finite(output)
         logged = {} if non_finite else getattr(self, f"{stage}_metrics").update(output, chosen_logps, rejected_logps)
-        on_step = stage == "train"
-        for name, (metric, attribute) in logged.items():
-            # metric_attribute: metrics a loss adds appear after Lightning has indexed the module's metrics
-            self.log(name, metric, on_step=on_step, on_epoch=not on_step, metric_attribute=f"{stage}_metrics.{attribute}",
-                     prog_bar=name.endswith(("/loss", "accuracies")), batch_size=output.losses.shape[0])
         if stage != "train":
+            for name, (metric, attribute) in logged.items():
+                # metric_attribute: metrics a loss adds appear after Lightning has indexed the module's metrics
+                self.log(name, metric, on_epoch=True, metric_attribute=f"{stage}_metrics.{attribute}",
+                         prog_bar=name.endswith(("/loss", "accuracies")), batch_size=output.losses.shape[0])
             return output.loss
         return {"loss": self._loss_for_backward(output, batch_idx),
                 "pair_loss_sum": output.losses.detach().sum(), "pairs": output.losses.shape[0]}
@@ -103,6 +106,15 @@ class PreflightModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | dict[str, Tensor] | None:
         return self._step(batch, "train", batch_idx)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Log the train metrics once per optimizer step, over all its micro-batches and all processes."""
+        trainer = self.trainer
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if (batch_idx + 1) % trainer.accumulate_grad_batches and not last:
+            return
+        for name, value in self.train_metrics.compute_and_reset().items():
+            self.log(name, value, on_step=True, on_epoch=False, prog_bar=name.endswith(("/loss", "accuracies")))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -138,6 +150,14 @@ class PreflightModule(L.LightningModule):
             raise NonFiniteError(message + " (set model.on_nonfinite: skip to skip such batches)")
         log.warning("skipping the optimizer step, no weight changes: %s", message)
         optimizer.zero_grad(set_to_none=True)  # parameters without gradients are left as they are
+        self._skipped_optimizer_step = True
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """A skipped optimizer step (non-finite, ``on_nonfinite: skip``) does not advance the schedule either."""
+        if getattr(self, "_skipped_optimizer_step", False):
+            self._skipped_optimizer_step = False
+            return
+        super().lr_scheduler_step(scheduler, metric)
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self):

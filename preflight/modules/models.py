@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,13 @@ def _seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def model_source(model: nn.Module) -> str:
+    """What the saved hyperparameters record for a model passed as an instance: where it was loaded from,
+    or its class when it was built in memory (then pass the instance again to load a checkpoint)."""
+    config = getattr(unwrap_peft(model), "config", None)
+    return getattr(config, "_name_or_path", "") or f"<{type(unwrap_peft(model)).__name__} instance>"
 
 
 def disable_dropout(model: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .models import apply_lora, check_model_path, load_model
+from .models import apply_lora, check_model_path, load_model, model_source, unwrap_peft
 
 
 class RewardModule(PreflightModule):
@@ -24,6 +24,15 @@ class RewardModule(PreflightModule):
         model: a Hugging Face id or local path, or a transformers model instance.
         loss: a reward-model loss (default ``bradley_terry``), in any form `PreferenceModule` accepts.
         peft: optional LoRA settings (the score head stays trainable).
+        learning_rate: AdamW's peak learning rate.
+        weight_decay: AdamW's decoupled weight decay, applied to matrices (not to biases and norms).
+        warmup_steps: optimizer steps of linear warm-up from 0 to ``learning_rate``.
+        scheduler: the learning-rate schedule after warm-up: ``linear`` decay to 0, ``cosine``, or ``constant``.
+        gradient_checkpointing: recompute decoder activations in backward (less memory, more compute).
+        on_nonfinite: ``error`` stops at a non-finite loss or gradient; ``skip`` skips that optimizer step.
+        trust_remote_code: allow model (and tokenizer) code from the model's folder or the Hub (off by default).
+        init_seed: seed of the random weights of a model folder that holds only a config.
+        model_dtype: the dtype the weights are loaded in (``bfloat16``, ``float32``, ...; None: the checkpoint's).
     """
 
     def __init__(
@@ -49,12 +58,21 @@ class RewardModule(PreflightModule):
                 f"RewardModule trains on reward scores; loss '{self.loss_fn.name}' needs policy log-probs "
                 "(use PreferenceModule, or a reward loss such as bradley_terry)"
             )
-        self.model_spec, self.peft_settings = model, peft
+        if not isinstance(model, str):
+            self.hparams["model"] = model_source(model)
+        self.__dict__["model_spec"] = model  # an instance becomes `model` in configure_model, registered once
+        self.peft_settings = peft
+        self._pad_token_id: int | None = None
         self.gradient_checkpointing, self.trust_remote_code = gradient_checkpointing, trust_remote_code
         self.init_seed, self.model_dtype = init_seed, model_dtype
         self.model: nn.Module | None = None
         if isinstance(model, str):
             check_model_path(model)
+
+    def run_name(self) -> str:
+        """The command's default run folder name."""
+        base = "reward_model" if self.loss_fn.name == "bradley_terry" else f"reward_{self.loss_fn.name}"
+        return base + ("_lora" if self.peft_settings else "")
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -63,11 +81,25 @@ class RewardModule(PreflightModule):
 
         model = load_model(self.model_spec, AutoModelForSequenceClassification, trust_remote_code=self.trust_remote_code,
                            init_seed=self.init_seed, dtype=self.model_dtype, num_labels=1)
+        self._apply_pad_token_id(model)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.peft_settings:
             model = apply_lora(model, {"task_type": "SEQ_CLS", **self.peft_settings})
         self.model = model
+
+    def setup(self, stage: str) -> None:
+        """The score is read at the last token that is not padding, which the model finds by its config's
+        ``pad_token_id``: make that the data's padding id, as TRL's RewardTrainer does."""
+        collator = getattr(getattr(self.trainer, "datamodule", None), "collator", None)
+        if collator is not None:
+            self._pad_token_id = collator.pad_token_id
+            if self.model is not None:
+                self._apply_pad_token_id(self.model)
+
+    def _apply_pad_token_id(self, model: nn.Module) -> None:
+        if self._pad_token_id is not None:
+            unwrap_peft(model).config.pad_token_id = self._pad_token_id
 
     def rewards(self, batch: dict[str, Tensor]) -> Tensor:
         """r_φ for every row [2B] (chosen rows first), float32."""

@@ -1,6 +1,5 @@
 """Exact tensors for hand-built pairs in each format, and truncation."""
 
-import pytest
 import torch
 
 from preflight.datamodules import PreferenceCollator, PreferenceDataModule

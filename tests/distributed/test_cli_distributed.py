@@ -24,4 +24,62 @@ def test_two_process_fit_through_the_command(tmp_path, strategy):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("preflight: fit finished") == 1  # the summary comes from rank 0 alone
     assert "val/rewards/accuracies" in result.stdout
-    assert (tmp_path / "runs" / "dpo" / "checkpoints" / "last.ckpt").exists()
+    checkpoint = tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt"
+    assert checkpoint.exists()
+    if strategy == "fsdp2":  # a sharded folder: export consolidates it into one Hugging Face folder
+        assert checkpoint.is_dir()
+        exported = subprocess.run([PREFLIGHT, "export", "runs/dpo", "out"], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=300)
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        assert_export_holds_the_sharded_weights(checkpoint, tmp_path / "out")
+
+
+def assert_export_holds_the_sharded_weights(checkpoint, out):
+    import torch
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    keys = {f"state_dict.policy.{name}" for name in exported}
+    # read the shards directly by key, without preflight's consolidation
+    stored = _load_state_dict_from_keys(keys, storage_reader=FileSystemReader(str(checkpoint)))
+    stored = {k.removeprefix("policy."): v for k, v in stored["state_dict"].items()}
+    tied = {"lm_head.weight"} - stored.keys()
+    assert set(exported) - tied == set(stored)
+    for name, tensor in stored.items():
+        assert torch.equal(exported[name], tensor), name
+
+
+def logged_train_metrics(run_dir):
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "version_0" / "metrics.csv")))
+    return {int(r["step"]): {k: float(v) for k, v in r.items() if k.startswith("train/") and v} for r in rows
+            if r.get("train/loss")}
+
+
+def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path):
+    """The per-step train/ values: all processes and all micro-batches of the step, whatever the layout."""
+    (tmp_path / "assets").symlink_to(ROOT / "assets")
+    common = [PREFLIGHT, "fit", "--config", str(ROOT / "configs" / "dpo.yaml"), "--data.train", "assets/data/val.jsonl",
+              "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
+              "--model.learning_rate", "0.01", "--trainer.enable_progress_bar", "false"]
+    layouts = {
+        "one": ["--data.batch_size", "8"],
+        "two": ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+        "accumulated": ["--data.batch_size", "4", "--trainer.accumulate_grad_batches", "2"],
+    }
+    logged = {}
+    for name, args in layouts.items():
+        result = subprocess.run([*common, *args, "--trainer.default_root_dir", str(tmp_path / name)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged[name] = logged_train_metrics(tmp_path / name / "dpo")
+    assert sorted(logged["one"]) == [0, 1, 2]
+    for name in ("two", "accumulated"):
+        assert logged[name].keys() == logged["one"].keys()
+        for step, values in logged["one"].items():
+            assert values.keys() == logged[name][step].keys()
+            for key, value in values.items():
+                assert abs(value - logged[name][step][key]) <= 1e-4 * max(1.0, abs(value)), (name, step, key)

@@ -1,15 +1,13 @@
 """Killed with SIGKILL between checkpoints, `--ckpt_path last` continues as if nothing happened."""
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from preflight.checkpointing import AtomicCheckpointIO
-from tests.distributed.test_equivalence import RUNNER, run
+from tests.distributed.test_equivalence import run
 
 ARGS = ["--batch-size", "8", "--steps", "8", "--pairs", "28", "--ckpt-every", "3"]
 

@@ -1,0 +1,51 @@
+"""What `preflight losses` prints: every registered loss, plugins included."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+from .registry import _REGISTRY, load_entry_points, loss_hyperparameters
+
+ARXIV = re.compile(r"arXiv[:\s]+(\d{4}\.\d{4,5})")
+
+
+@dataclass
+class LossEntry:
+    name: str
+    aliases: tuple[str, ...]
+    hyperparameters: dict[str, str]  # name -> default, as text
+    reference: str  # needs a reference, reference-free, or depends on its terms
+    papers: tuple[str, ...]
+    defined_in: str
+
+
+def loss_catalog() -> list[LossEntry]:
+    """One entry per registered class, under its first registered name, sorted by name."""
+    load_entry_points()
+    entries = []
+    for cls in {id(c): c for c in _REGISTRY.values()}.values():
+        name, *aliases = cls.registry_names
+        params = {
+            k: ("(required)" if p.default is inspect.Parameter.empty else repr(p.default))
+            for k, p in loss_hyperparameters(cls).items()
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        }
+        papers = tuple(dict.fromkeys(ARXIV.findall(inspect.getdoc(cls) or "")))
+        flag = inspect.getattr_static(cls, "requires_reference")
+        reference = ("depends on its terms" if isinstance(flag, property)
+                     else "needs a reference" if flag else "reference-free")
+        entries.append(LossEntry(name, tuple(aliases), params, reference, papers,
+                                 f"{cls.__module__}.{cls.__qualname__}"))
+    return sorted(entries, key=lambda e: e.name)
+
+
+def format_catalog(entries: list[LossEntry]) -> str:
+    lines = []
+    for e in entries:
+        head = e.name + (f" (aliases: {', '.join(e.aliases)})" if e.aliases else "")
+        params = ", ".join(f"{k}={v}" for k, v in e.hyperparameters.items()) or "(no hyperparameters)"
+        papers = ", ".join(f"arXiv:{p}" for p in e.papers) or "no paper"
+        lines.append(f"{head}\n    {params}\n    {e.reference}; {papers}; {e.defined_in}")
+    return "\n".join(lines)

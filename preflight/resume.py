@@ -1,0 +1,69 @@
+"""Refusing to resume (or validate) a checkpoint with a config that trains something else.
+
+Lightning would load the weights of any checkpoint into any module of matching shapes; a DPO
+config resuming an IPO run, or one model's weights loaded over another's source, trains on
+silently. The settings that define what is trained must agree, unless the user passes
+``--allow_changed_config true``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+DEFINING = ("model", "loss", "peft", "reference", "reference_model")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by a different module, model, loss or adapter setting."""
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's entries other than tensors that matter here, read as plain data (weights_only)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+        else:
+            meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a truncated or foreign file: pickle, zip and unpickler errors differ
+        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint ({str(err).splitlines()[0][:200]})") from None
+    return {k: meta.get(k) for k in ("preflight_module", "hyper_parameters")}
+
+
+def check_checkpoint_matches(path: str | Path, module: L.LightningModule) -> None:
+    meta = checkpoint_metadata(path)
+    own_class = f"{type(module).__module__}.{type(module).__qualname__}"
+    theirs = meta.get("preflight_module")
+    if theirs is not None and theirs != own_class:
+        raise CheckpointMismatchError(
+            f"{path} was written by {theirs}, this config builds {own_class} (--allow_changed_config true to load it anyway)")
+    stored = meta.get("hyper_parameters") or {}
+    for key in DEFINING:
+        if key in stored and key in module.hparams:
+            differences = _differences(key, _plain(stored[key]), _plain(module.hparams[key]))
+            if differences:
+                raise CheckpointMismatchError(
+                    f"{path} was trained with {differences[0][0]}={differences[0][1]!r}, this config sets "
+                    f"{differences[0][2]!r} (--allow_changed_config true to use it anyway)")
+
+
+def _differences(key: str, theirs: Any, ours: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, checkpoint value, config value) for each leaf that differs."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        found = []
+        for sub in sorted(theirs.keys() | ours.keys(), key=lambda k: (k != "name", k)):
+            found += _differences(f"{key}.{sub}", theirs.get(sub), ours.get(sub))
+        return found
+    return [] if theirs == ours else [(key, theirs, ours)]
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,85 @@
+"""Smaller things a user meets: model instances, reward-model padding, skipped steps and the schedule,
+the progress bar, and `check_loss` saying what it checked."""
+
+import lightning as L
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from preflight import PreferenceDataModule, PreferenceModule, RewardModule
+from preflight.callbacks import StepProgressBar
+from preflight.testing import check_loss
+from tests.conftest import TINY_MODEL, TOKENIZER, VAL
+from tests.helpers import tiny_causal_lm
+from tests.modules.test_nonfinite_guard import PoisonOnStep
+
+
+def trainer(steps, **kwargs):
+    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, accelerator="cpu", **kwargs)
+
+
+def test_a_model_instance_is_registered_once_and_named_in_the_hyperparameters():
+    model = tiny_causal_lm()
+    module = PreferenceModule(model, peft={"r": 4})
+    module.configure_model()
+    keys = module.state_dict().keys()
+    assert not [k for k in keys if k.startswith("model_spec")]
+    assert module.hparams["model"] == str(TINY_MODEL)  # where the instance's config came from
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert set(checkpoint["state_dict"]) == trainable  # a lean LoRA checkpoint: no frozen tensor kept
+
+
+def test_reward_is_read_at_the_last_real_token_whatever_the_model_config_says():
+    config = AutoConfig.from_pretrained(TINY_MODEL, num_labels=1, pad_token_id=5)  # not the data's padding (0)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    module = RewardModule(model, learning_rate=0.0)
+    data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
+    trainer(1).fit(module, data)
+    batch = data.collator(data.dataset("train").pairs[:4])
+    assert module.model.config.pad_token_id == data.collator.pad_token_id == 0
+    with torch.no_grad():
+        scores = module.rewards(batch)
+        for row in range(batch["input_ids"].shape[0]):
+            length = int(batch["attention_mask"][row].sum())
+            alone = module.model(input_ids=batch["input_ids"][row : row + 1, :length]).logits[0, 0]
+            assert torch.allclose(scores[row], alone, atol=1e-5), row
+
+
+def test_a_skipped_step_does_not_advance_the_schedule():
+    lrs = []
+
+    class RecordLR(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
+    module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-2, on_nonfinite="skip", warmup_steps=10)
+    trainer(4, callbacks=[PoisonOnStep(step=1, value=float("nan")), RecordLR()]).fit(module, data)
+    # linear warm-up over 10 steps: 1e-3 per scheduler step; the poisoned second batch moves nothing
+    assert [round(lr, 8) for lr in lrs] == [1e-3, 1e-3, 2e-3, 3e-3]
+
+
+def test_the_progress_bar_counts_steps_when_steps_bound_the_run(preflight):
+    from tests.flows.conftest import QUICK
+
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK[:-2])  # the progress bar left on
+    assert result.code == 0
+    assert "Epoch 0, max steps 2" in result.out and "0/-2" not in result.out
+
+
+def test_the_progress_bar_counts_epochs_from_one_when_epochs_bound_the_run():
+    bar = StepProgressBar()
+    bar._trainer = L.Trainer(max_epochs=3, callbacks=[bar], logger=False, accelerator="cpu")  # as Lightning sets it
+    assert bar._get_train_description(1) == "Epoch 2/3"
+
+
+def test_check_loss_says_what_passed(capsys):
+    passed = check_loss("dpo", beta=0.2)
+    line = capsys.readouterr().out.strip()
+    assert line == f"check_loss('dpo'): {len(passed)} checks passed: {', '.join(passed)}"
+    assert "monotonic" in passed and len(passed) == 7
+    check_loss("dpo", label_smoothing=0.1)  # cDPO is not monotonic in the margin
+    assert "monotonicity not checked" in capsys.readouterr().out

@@ -1,0 +1,67 @@
+"""What a user finds by asking the command: help, the loss list, and output about the run only."""
+
+import inspect
+import re
+
+import pytest
+
+from preflight import PreferenceDataModule, PreferenceModule, RewardModule
+from preflight.losses import available_losses, loss_class
+from tests.flows.conftest import QUICK
+
+
+def test_top_level_help_names_preflight_and_every_command(preflight):
+    result = preflight("--help")
+    assert result.code == 0
+    assert "preflight" in result.out.splitlines()[0] and "Lightning Trainer command line tool" not in result.out
+    for command in ("fit", "validate", "test", "export", "losses"):
+        assert re.search(rf"^  {command} ", result.out, re.M), command
+
+
+def test_losses_lists_every_registered_loss(preflight):
+    result = preflight("losses")
+    assert result.code == 0
+    blocks = result.out.strip().split("\n")
+    heads = [line for line in blocks if not line.startswith(" ")]
+    classes = {id(loss_class(n)): loss_class(n) for n in available_losses()}
+    assert len(heads) == len(classes)
+    dpo = blocks[blocks.index(next(h for h in heads if h.startswith("dpo ")))]
+    assert dpo == "dpo (aliases: sigmoid)"
+    details = blocks[blocks.index(dpo) + 1 : blocks.index(dpo) + 3]
+    assert details[0].strip() == "beta=0.1, label_smoothing=0.0, divergence='reverse_kl', alpha=0.5"
+    assert details[1].strip().startswith("needs a reference; arXiv:2305.18290")
+    simpo = blocks[blocks.index(next(h for h in heads if h.startswith("simpo"))) + 2]
+    assert simpo.strip().startswith("reference-free; arXiv:2405.14734")
+
+
+def documented_args(cls) -> set[str]:
+    doc = inspect.getdoc(cls) or ""
+    args = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+    found = set()
+    for line in args.splitlines():
+        match = re.match(r"^    ([\w, ]+):", line)
+        if match:
+            found |= {name.strip() for name in match.group(1).split(",")}
+    return found
+
+
+@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule], ids=lambda c: c.__name__)
+def test_every_option_has_an_args_entry(cls):
+    parameters = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    assert parameters - documented_args(cls) == set()
+
+
+def test_fit_help_documents_the_options(preflight):
+    result = preflight("fit", "--help")
+    assert result.code == 0
+    text = re.sub(r"\s+", " ", result.out)
+    assert "--data.max_prompt_length" in text and "prompt tokens per row at most" in text
+    assert "--imports" in text and "--run_name" in text
+
+
+def test_the_command_output_is_about_the_run(preflight):
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK)
+    assert result.code == 0
+    everything = result.out + result.err
+    assert "Tip" not in everything and "litlogger" not in everything
+    assert "deprecated" not in everything.lower()
