@@ -99,6 +99,9 @@ class PreferenceDataModule(L.LightningDataModule):
         use_cache: read and write that cache (false: tokenize every time).
         trust_remote_code: allow tokenizer code from the Hub; under the command it follows
             ``model.trust_remote_code``.
+        max_row_chars: a row whose prompt, chosen and rejected hold more characters than this is a bad row
+            (reported with its location, or skipped with ``on_bad_rows: skip``): tokenizing it would take
+            about 200 bytes of memory per character, for text that truncation throws away. None: no limit.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class PreferenceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         use_cache: bool = True,
         trust_remote_code: bool = False,
+        max_row_chars: int | None = 1_000_000,
     ) -> None:
         super().__init__()
         if truncation not in ("keep_end", "keep_start"):
@@ -152,6 +156,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
         self.use_cache = use_cache
         self.trust_remote_code = trust_remote_code
+        self.max_row_chars = max_row_chars
         self._tokenizer = None
         self.datasets: dict[str, PairDataset] = {}
         self.reports: dict[str, SplitReport] = {}
@@ -217,7 +222,7 @@ class PreferenceDataModule(L.LightningDataModule):
         return {
             "max_length": self.max_length, "max_prompt_length": self.max_prompt_length,
             "truncation": self.truncation, "columns": self.columns, "on_bad_rows": self.on_bad_rows,
-            "drop_identical": self.drop_identical,
+            "drop_identical": self.drop_identical, "max_row_chars": self.max_row_chars,
         }
 
     def _prepare(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
@@ -242,6 +247,7 @@ class PreferenceDataModule(L.LightningDataModule):
             report.rows += 1
             try:
                 example = parse_example(row, names)
+                self._check_size(example)
             except PreferenceDataError as err:
                 if self.on_bad_rows == "error":
                     raise
@@ -265,6 +271,14 @@ class PreferenceDataModule(L.LightningDataModule):
         if not pairs:
             raise PreferenceDataError(f"{source.name}: no usable pairs ({report.summary()})")
         return pairs, report
+
+    def _check_size(self, example) -> None:
+        if self.max_row_chars is None:
+            return
+        size = sum(_text_length(getattr(example, f)) for f in ("prompt", "chosen", "rejected"))
+        if size > self.max_row_chars:
+            raise PreferenceDataError(
+                f"{example.location}: the row holds {size:,} characters, more than max_row_chars ({self.max_row_chars:,})")
 
     def attach_reference_logps(self, split: str, chosen: Sequence[float], rejected: Sequence[float]) -> None:
         """Let precomputed reference log-probs travel with the rows of `split` (one value per pair, in order)."""
@@ -362,6 +376,12 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def _text_length(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    return sum(len(str(m.get("content", ""))) for m in value or [] if isinstance(m, Mapping))
 
 
 def load_tokenizer(spec: Any, trust_remote_code: bool = False):

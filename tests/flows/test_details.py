@@ -83,3 +83,19 @@ def test_check_loss_says_what_passed(capsys):
     assert "monotonic" in passed and len(passed) == 7
     check_loss("dpo", label_smoothing=0.1)  # cDPO is not monotonic in the margin
     assert "monotonicity not checked" in capsys.readouterr().out
+
+
+def test_a_huge_row_is_a_located_bad_row_not_gigabytes(preflight, workdir):
+    import json
+
+    ok = {"prompt": "Is it in stock?", "chosen": " Yes, happily.", "rejected": " Yes."}
+    huge = {**ok, "chosen": " Yes" + "!" * 3_000_000}
+    (workdir / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [ok, huge, ok, ok]))
+    result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "big.jsonl", "--trainer.max_steps", "1")
+    assert result.code == 2
+    size = len(huge["prompt"]) + len(huge["chosen"]) + len(huge["rejected"])
+    assert result.preflight_lines() == [
+        f"preflight: error: big.jsonl, line 2: the row holds {size:,} characters, more than max_row_chars (1,000,000)"]
+    data = PreferenceDataModule(str(TOKENIZER), train="big.jsonl", on_bad_rows="skip")
+    assert len(data.dataset("train")) == 3 and data.reports["train"].bad == 1
+    assert len(PreferenceDataModule(str(TOKENIZER), train="big.jsonl", max_row_chars=None, max_length=64).dataset("train")) == 4
