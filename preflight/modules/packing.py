@@ -6,6 +6,9 @@ the rejected completion restart right after the prompt. Each completion is there
 computed exactly as in its own ``[prompt, completion]`` row (tested to 1e-5), with the
 prompt paid for once and no padding of the shorter completion to the longer one.
 
+A model whose layers attend within a sliding window or in chunks gets the same pattern applied
+by position id (`PackedPairs.mask`), one mask per layer type where the model takes a mapping.
+
 The first token of each completion is predicted from the last prompt position; the other
 tokens from the position before them within their own completion.
 """
@@ -27,6 +30,16 @@ class PackedPairs:
     sources: Tensor  # [N] the position whose output predicts it,
     targets: Tensor  # [N] its token id,
     slots: Tensor  # [N] and its output row: i for pair i's chosen, B + i for its rejected
+    segment: Tensor | None = None  # [B, L] PROMPT, CHOSEN, REJECTED or PAD per position
+
+    def mask(self, pattern=None) -> Tensor:
+        """The bool mask [B, 1, L, L] with an attention pattern (`fast_paths.AttentionPattern`) applied
+        by position id, as the model applies it to each completion's own row; None: full attention."""
+        if pattern is None or pattern.kind == "full":
+            return self.attention_mask
+        allowed = self.attention_mask & pattern.allows(self.position_ids[:, :, None], self.position_ids[:, None, :])[:, None]
+        L = allowed.shape[-1]
+        return allowed | torch.eye(L, dtype=torch.bool, device=allowed.device)[None, None]  # padding rows: never NaN
 
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
@@ -61,6 +74,7 @@ def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> PackedPairs:
         position_ids=position_ids.clamp(min=0),
         attention_mask=_allowed(segment),
         rows=torch.cat(rows), sources=torch.cat(sources), targets=torch.cat(targets), slots=torch.cat(slots),
+        segment=segment,
     )
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
+from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import additive_mask, pack_pairs
 from .models import apply_lora, check_model_path, is_peft, load_model, model_source, shard_fsdp2, unwrap_peft
@@ -54,9 +55,12 @@ class PreferenceModule(PreflightModule):
         warmup_steps: optimizer steps of linear warm-up from 0 to ``learning_rate``.
         scheduler: the learning-rate schedule after warm-up: ``linear`` decay to 0, ``cosine``, or ``constant``.
         gradient_checkpointing: recompute decoder activations in backward (less memory, more compute).
-        fused_lm_head: compute the lm_head only at completion positions, in chunks recomputed
-            in backward (``auto``: on, after checking once that it matches the model's own logits).
-        shared_prompt: compute the prompt once per pair (``auto``: on, after the same check).
+        fused_lm_head: compute the lm_head only at completion positions, in chunks recomputed in backward.
+            ``auto``: on where it is exact, decided from the model's code (its logit transform: soft-capping,
+            scaling); ``on``: on, or an error saying why it is not exact; ``off``.
+        shared_prompt: compute the prompt once per pair, in one row with a block mask. ``auto``: on where
+            it is exact (attention-only layers whose full, sliding-window or chunked pattern the mask applies;
+            sdpa or eager attention); ``on``: on, or an error saying why not; ``off``.
         lm_head_chunk_size: completion tokens per lm_head chunk; None sizes chunks to about 8M logits
             (32 MB in float32) whatever the vocabulary, so memory stays flat as the vocabulary grows.
         precompute_batch_size: pairs per batch of the ``precomputed`` reference pass.
@@ -106,7 +110,7 @@ class PreferenceModule(PreflightModule):
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
-        self._path: tuple[bool, bool] | None = None  # (fused lm_head, shared prompt), chosen on the first batch
+        self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
         self._precomputed: dict[str, dict] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
         if isinstance(model, str):
             check_model_path(model)
@@ -148,14 +152,13 @@ class PreferenceModule(PreflightModule):
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.config.use_cache = False
         self.policy = apply_lora(base, dict(self.peft_settings)) if self.peft_settings else base
+        self.hparams["logps_path"] = self.path_for(self.policy).as_dict()  # decided before any step, logged
         mesh = getattr(self, "_device_mesh", None)
         if mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
             dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
             self.policy = shard_fsdp2(self.policy, dp_mesh)
             if self.reference_model is not None:
                 self.reference_model = shard_fsdp2(self.reference_model, dp_mesh)
-            # the fused lm_head reads the (sharded) head weight outside the root's forward: use full logits
-            self.fused_lm_head = "off"
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -164,33 +167,60 @@ class PreferenceModule(PreflightModule):
         return self
 
     # ------------------------------------------------------------------ log-probs
+    def path_for(self, model: nn.Module) -> LogpsPath:
+        """The fast paths this model's log-probs take (`fast_paths.decide_path`), decided once per model."""
+        lm = unwrap_peft(model)
+        key = id(lm)
+        if key not in self._paths:
+            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt,
+                                           sharded=getattr(self, "_device_mesh", None) is not None)
+        return self._paths[key]
+
+    def describe_paths(self) -> str:
+        """One line: the paths of the policy, and of the reference model when it is another model."""
+        text = f"log-probs: {self.path_for(self.policy).describe()}"
+        if self.reference_model is not None and (
+                self.reference_spec or self.path_for(self.reference_model) != self.path_for(self.policy)):
+            text += f"; reference: {self.path_for(self.reference_model).describe()}"
+        return text
+
     def completion_logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """Summed completion log-probs of every row of the batch [2B] (chosen rows first), float32, one forward."""
-        if self._path is None:
-            self._path = self._choose_path(model, batch)
-        return self._logps(model, batch, *self._path)
+        path = self.path_for(model)
+        return self._logps(model, batch, path.fused, path.shared)
 
     def _logps(self, model: nn.Module, batch: dict[str, Tensor], fused: bool, packed: bool) -> Tensor:
+        """The log-probs through the given paths (the model's own logit transform and attention
+        patterns applied where a fast path needs them)."""
         lm = unwrap_peft(model)
+        transform = analyze_head(lm)[0] if fused else None
+        if fused and transform is None:
+            raise FastPathError(f"the fused lm_head is not exact for {type(lm).__name__}")
         if packed:
-            return self._packed_logps(model, lm, batch, fused)
+            return self._packed_logps(model, lm, batch, transform if fused else None, fused)
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
             return logps_from_hidden(hidden, lm.get_output_embeddings(), batch["input_ids"], batch["completion_mask"],
-                                     self._chunk_size(lm))
+                                     self._chunk_size(lm), transform)
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
-    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], fused: bool) -> Tensor:
+    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], transform, fused: bool) -> Tensor:
+        patterns, problem = analyze_attention(lm)
+        if problem:
+            raise FastPathError(f"the shared prompt is not exact for {type(lm).__name__}: {problem}")
         packed = pack_pairs(batch)
-        mask = packed.attention_mask  # sdpa takes the bool mask; eager attention adds a float one
-        if getattr(lm.config, "_attn_implementation", None) != "sdpa":
-            mask = additive_mask(mask, next(lm.parameters()).dtype)
+        dtype = next(lm.parameters()).dtype
+        as_given = (lambda m: m) if lm.config._attn_implementation == "sdpa" else (lambda m: additive_mask(m, dtype))
+        if isinstance(patterns, dict):  # one mask per layer type, as the model's own mask mapping
+            mask = {layer_type: as_given(packed.mask(pattern)) for layer_type, pattern in patterns.items()}
+        else:
+            mask = as_given(packed.mask(patterns))
         kwargs = dict(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
         if fused:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
             token = token_logps_from_hidden(hidden[packed.rows, packed.sources], lm.get_output_embeddings(),
-                                            packed.targets, self._chunk_size(lm))
+                                            packed.targets, self._chunk_size(lm), transform)
         else:
             logits = model(**kwargs).logits[packed.rows, packed.sources].float()
             token = torch.log_softmax(logits, -1).gather(1, packed.targets[:, None]).squeeze(1)
@@ -201,33 +231,6 @@ class PreferenceModule(PreflightModule):
         if self.lm_head_chunk_size:
             return self.lm_head_chunk_size
         return max(16, LOGITS_PER_CHUNK // lm.get_output_embeddings().out_features)
-
-    def _choose_path(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[bool, bool]:
-        """The fastest (fused lm_head, shared prompt) combination allowed by the settings that reproduces the
-        plain computation on this model (checked once, on one pair, without autocast)."""
-        lm = unwrap_peft(model)
-        can_fuse = callable(getattr(lm, "get_decoder", None)) and isinstance(lm.get_output_embeddings(), nn.Linear)
-        fused_options = {"on": [True], "off": [False], "auto": [True, False] if can_fuse else [False]}[self.fused_lm_head]
-        packed_options = {"on": [True], "off": [False], "auto": [True, False]}[self.shared_prompt]
-        candidates = [(f, p) for p in packed_options for f in fused_options]
-        if "auto" not in (self.fused_lm_head, self.shared_prompt):
-            return candidates[0]
-        sample = _first_pairs(batch, 1)
-        tolerance = 1e-4 if next(lm.parameters()).dtype == torch.float32 else 5e-2
-        with torch.no_grad(), torch.autocast(device_type=sample["input_ids"].device.type, enabled=False):
-            plain = self._logps(model, sample, False, False)
-            for candidate in candidates:
-                if candidate == (False, False):
-                    return candidate
-                try:
-                    fast = self._logps(model, sample, *candidate)
-                except Exception as err:  # an architecture that cannot take the custom mask or the split head
-                    log.info("fast path %s unavailable here (%s)", candidate, err)
-                    continue
-                if torch.allclose(plain, fast, rtol=tolerance, atol=tolerance * 10):
-                    return candidate
-                log.info("fast path (fused=%s, shared_prompt=%s) does not reproduce this model's log-probs", *candidate)
-        return (False, False)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
@@ -257,6 +260,8 @@ class PreferenceModule(PreflightModule):
 
     # ------------------------------------------------------------------ precomputed reference
     def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            print(f"preflight: {self.describe_paths()}", flush=True)
         if self.reference_mode == "precomputed":
             self._attach_precomputed(("train", "val"))
 
@@ -338,14 +343,6 @@ class PreferenceModule(PreflightModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
-
-
-def _first_pairs(batch: dict[str, Tensor], n: int) -> dict[str, Tensor]:
-    """The first `n` pairs of a batch in the documented format (rows i and B + i belong to pair i)."""
-    B = batch["prompt_lengths"].shape[0]
-    n = min(n, B)
-    rows = torch.cat([torch.arange(n), torch.arange(B, B + n)]).to(batch["input_ids"].device)
-    return {k: (v[rows] if v.shape[0] == 2 * B else v[:n]) for k, v in batch.items() if isinstance(v, Tensor)}
 
 
 def _digest_pairs(pairs) -> str:

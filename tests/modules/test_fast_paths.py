@@ -57,27 +57,16 @@ def test_every_path_has_the_plain_gradients(attention):
             assert torch.allclose(grads[path][name], g, atol=1e-5, rtol=1e-4), (path, name)
 
 
-def test_auto_picks_the_fastest_path_that_matches():
+def test_auto_picks_both_fast_paths_for_llama_and_off_turns_them_off():
     m = module()
-    m.completion_logps(m.policy, batch_of(random_pairs(3)))
-    assert m._path == (True, True)
+    path = m.path_for(m.policy)
+    assert (path.fused, path.shared) == (True, True)
+    assert m.describe_paths() == "log-probs: fused lm_head on (plain logits), shared prompt on (full attention)"
+    assert m.hparams["logps_path"]["shared_prompt"] is True
     off = module(fused_lm_head="off", shared_prompt="off")
-    off.completion_logps(off.policy, batch_of(random_pairs(3)))
-    assert off._path == (False, False)
+    assert off.describe_paths() == "log-probs: fused lm_head off (off as set), shared prompt off (off as set)"
 
 
-def test_auto_falls_back_when_a_fast_path_is_wrong(monkeypatch):
-    import preflight.modules.preference as preference
-
-    m = module()
-    real_pack = preference.pack_pairs
-
-    def wrong_pack(batch, **kw):  # as if the model ignored the custom mask: everything sees everything before it
-        packed = real_pack(batch, **kw)
-        L = packed.input_ids.shape[1]
-        packed.attention_mask = torch.ones(L, L, dtype=torch.bool).tril()[None, None].expand_as(packed.attention_mask)
-        return packed
-
-    monkeypatch.setattr(preference, "pack_pairs", wrong_pack)
-    m.completion_logps(m.policy, batch_of(random_pairs(3)))
-    assert m._path == (True, False)
+def test_a_peft_policy_and_its_disabled_adapter_take_the_same_decided_paths():
+    m = module(peft={"r": 4}, reference="adapter")
+    assert m.path_for(m.policy) is m.path_for(m.policy.get_base_model())

@@ -1,0 +1,137 @@
+"""Policy log-probs through the paths `auto` picks equal a naive per-sequence computation, on tiny
+random configs of real architectures, with batches whose first pair fits inside every sliding
+window and whose later pairs do not."""
+
+import pytest
+import torch
+
+from preflight import PreferenceModule
+from preflight.datamodules import TokenizedPair
+from preflight.modules.fast_paths import FastPathError
+from tests.architectures.tiny import VOCAB, WINDOW, tiny_model
+from tests.helpers import batch_of
+
+# (architecture, attention): the paths `auto` must take, and why, decided from code and config
+EXPECTED = {
+    ("llama", "sdpa"): (True, True), ("llama", "eager"): (True, True),
+    ("qwen2", "sdpa"): (True, True), ("qwen3", "sdpa"): (True, True),
+    ("mistral", "sdpa"): (True, True), ("mistral", "eager"): (True, True),
+    ("gemma2", "eager"): (True, True), ("gemma3_text", "sdpa"): (True, True), ("gemma3_text", "eager"): (True, True),
+    ("phi3", "sdpa"): (True, True), ("gpt_neox", "sdpa"): (True, True), ("gpt2", "sdpa"): (True, True),
+    ("gpt2", "eager"): (True, True), ("opt", "sdpa"): (True, True), ("mixtral", "sdpa"): (True, True),
+    ("qwen2_moe", "sdpa"): (True, True), ("cohere", "sdpa"): (True, True), ("granite", "sdpa"): (True, True),
+    ("gpt_oss", "eager"): (True, True),
+    ("bloom", "eager"): (True, False),  # ALiBi
+    ("lfm2", "sdpa"): (True, False),  # a short convolution along the row
+}
+
+
+def pairs(seed=0):
+    """The first pair inside the window, then pairs far longer than it."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda k: torch.randint(3, VOCAB, (k,), generator=g).tolist()  # noqa: E731
+    shapes = [(2, 2, 1), (9, 7, 11), (4, 13, 3), (12, 5, 9)]
+    assert shapes[0][0] + max(shapes[0][1:]) <= WINDOW and all(p + c > 2 * WINDOW for p, c, _ in shapes[1:])
+    return [TokenizedPair(i, [1] + ids(p - 1), ids(c), ids(r)) for i, (p, c, r) in enumerate(shapes)]
+
+
+def naive(model, prompt, completion):
+    """Σ log p(completion | prompt): the sequence alone, batch of 1, the model's own logits, float64."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].double()
+    return sum(torch.log_softmax(logits[len(prompt) + k - 1], -1)[t].item() for k, t in enumerate(completion))
+
+
+@pytest.mark.parametrize("arch, attention", sorted(EXPECTED), ids=lambda x: str(x))
+def test_auto_paths_equal_the_naive_computation(arch, attention):
+    module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo")
+    module.configure_model()
+    path = module.path_for(module.policy)
+    assert (path.fused, path.shared) == EXPECTED[(arch, attention)], path.describe()
+    data = pairs()
+    with torch.no_grad():
+        got = module.completion_logps(module.policy, batch_of(data))
+    want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+        naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
+    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+
+
+@pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"),
+                                             ("gemma3_text", "sdpa")])
+def test_auto_paths_have_the_plain_gradients(arch, attention):
+    batch = batch_of(pairs(1))
+    weights = torch.linspace(-1, 1, 8)
+    grads = {}
+    for fast in (True, False):
+        module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo",
+                                  fused_lm_head="auto" if fast else "off", shared_prompt="auto" if fast else "off")
+        module.configure_model()
+        (module.completion_logps(module.policy, batch) * weights).sum().backward()
+        grads[fast] = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    for name, plain in grads[False].items():
+        scale = plain.abs().max().clamp(min=1e-6)
+        assert (grads[True][name] - plain).abs().max() <= 1e-4 * scale, name
+
+
+@pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("llama", "sdpa")])
+def test_in_bf16_the_fast_paths_err_no_more_than_the_plain_path(arch, attention):
+    batch = batch_of(pairs(2))
+    reference = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", fused_lm_head="off",
+                                 shared_prompt="off")
+    reference.configure_model()
+    errors = {}
+    for fast in (True, False):
+        module = PreferenceModule(tiny_model(arch, attention, dtype=torch.bfloat16), reference="none", loss="simpo",
+                                  fused_lm_head="auto" if fast else "off", shared_prompt="auto" if fast else "off")
+        module.configure_model()
+        path = module.path_for(module.policy)
+        assert (path.fused, path.shared) == (fast, fast)
+        with torch.no_grad():
+            errors[fast] = (module.completion_logps(module.policy, batch)
+                            - reference.completion_logps(reference.policy, batch)).abs()
+    assert errors[True].max() <= errors[False].max() * 1.5 + 0.05, (errors[True], errors[False])
+
+
+def test_on_is_on_or_a_one_line_error():
+    with pytest.raises(FastPathError, match=r"^shared_prompt: on is not exact for BloomForCausalLM: BloomForCausalLM "
+                                            r"uses ALiBi biases computed from the 2D mask$"):
+        PreferenceModule(tiny_model("bloom", "eager"), reference="none", loss="simpo", shared_prompt="on").configure_model()
+    with pytest.raises(FastPathError, match=r"^shared_prompt: on is not exact for Lfm2ForCausalLM: .*Lfm2ShortConv"):
+        PreferenceModule(tiny_model("lfm2"), reference="none", loss="simpo", shared_prompt="on").configure_model()
+    m = PreferenceModule(tiny_model("gemma2", "eager"), reference="none", loss="simpo", fused_lm_head="on",
+                         shared_prompt="auto")
+    m.configure_model()
+    path = m.path_for(m.policy)
+    assert path.fused and path.shared and path.transform.softcap == 3.0  # `on` for one path leaves `auto` to the other
+
+
+def test_an_unknown_logit_transform_turns_the_fused_head_off():
+    from transformers import LlamaForCausalLM
+
+    class Tempered(LlamaForCausalLM):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, **kwargs):
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+            hidden_states = outputs.last_hidden_state
+            logits = self.lm_head(hidden_states)
+            logits = logits / 0.7
+            loss = None
+            from transformers.modeling_outputs import CausalLMOutputWithPast
+
+            return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    base = tiny_model("llama")
+    model = Tempered(base.config)
+    model.load_state_dict(base.state_dict())
+    m = PreferenceModule(model.eval(), reference="none", loss="simpo")
+    m.configure_model()
+    path = m.path_for(m.policy)
+    assert not path.fused and "transforms its logits" in path.fused_reason
+    data = pairs()
+    with torch.no_grad():
+        got = m.completion_logps(m.policy, batch_of(data))
+    want = [naive(m.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+        naive(m.policy, p.prompt_ids, p.rejected_ids) for p in data]
+    assert got.tolist() == pytest.approx(want, abs=1e-5)
+    with pytest.raises(FastPathError, match="fused_lm_head: on is not exact for Tempered"):
+        PreferenceModule(model, reference="none", loss="simpo", fused_lm_head="on").configure_model()
