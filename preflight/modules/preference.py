@@ -260,6 +260,11 @@ class PreferenceModule(PreflightModule):
 
     # ------------------------------------------------------------------ precomputed reference
     def on_fit_start(self) -> None:
+        decided = self.path_for(self.policy).as_dict()
+        if self.trainer.strategy.broadcast(decided, src=0) != decided:  # decided from code and config: never expected
+            raise RuntimeError(f"process {self.global_rank} decided other log-prob paths than process 0: {decided}")
+        for logger in self.loggers:
+            logger.log_hyperparams({"logps_path": decided})
         if self.trainer.is_global_zero:
             print(f"preflight: {self.describe_paths()}", flush=True)
         if self.reference_mode == "precomputed":

@@ -8,22 +8,14 @@ import torch
 from preflight import PreferenceModule
 from preflight.datamodules import TokenizedPair
 from preflight.modules.fast_paths import FastPathError
-from tests.architectures.tiny import VOCAB, WINDOW, tiny_model
+from tests.architectures.tiny import ARCHITECTURES, VOCAB, WINDOW, tiny_model
 from tests.helpers import batch_of
 
-# (architecture, attention): the paths `auto` must take, and why, decided from code and config
-EXPECTED = {
-    ("llama", "sdpa"): (True, True), ("llama", "eager"): (True, True),
-    ("qwen2", "sdpa"): (True, True), ("qwen3", "sdpa"): (True, True),
-    ("mistral", "sdpa"): (True, True), ("mistral", "eager"): (True, True),
-    ("gemma2", "eager"): (True, True), ("gemma3_text", "sdpa"): (True, True), ("gemma3_text", "eager"): (True, True),
-    ("phi3", "sdpa"): (True, True), ("gpt_neox", "sdpa"): (True, True), ("gpt2", "sdpa"): (True, True),
-    ("gpt2", "eager"): (True, True), ("opt", "sdpa"): (True, True), ("mixtral", "sdpa"): (True, True),
-    ("qwen2_moe", "sdpa"): (True, True), ("cohere", "sdpa"): (True, True), ("granite", "sdpa"): (True, True),
-    ("gpt_oss", "eager"): (True, True),
-    ("bloom", "eager"): (True, False),  # ALiBi
-    ("lfm2", "sdpa"): (True, False),  # a short convolution along the row
-}
+NO_SDPA = {"gemma2", "bloom", "gpt_oss"}  # transformers offers these only with eager attention
+SHARED_PROMPT_OFF = {"bloom": "ALiBi", "lfm2": "a short convolution along the row"}
+# (architecture, attention) -> the paths `auto` must take, decided from code and config
+EXPECTED = {(arch, attention): (True, arch not in SHARED_PROMPT_OFF)
+            for arch in ARCHITECTURES for attention in ("sdpa", "eager") if not (attention == "sdpa" and arch in NO_SDPA)}
 
 
 def pairs(seed=0):

@@ -99,3 +99,17 @@ def test_a_huge_row_is_a_located_bad_row_not_gigabytes(preflight, workdir):
     data = PreferenceDataModule(str(TOKENIZER), train="big.jsonl", on_bad_rows="skip")
     assert len(data.dataset("train")) == 3 and data.reports["train"].bad == 1
     assert len(PreferenceDataModule(str(TOKENIZER), train="big.jsonl", max_row_chars=None, max_length=64).dataset("train")) == 4
+
+
+def test_fit_prints_and_logs_the_log_prob_paths(preflight, workdir):
+    from tests.flows.conftest import QUICK
+
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK)
+    assert result.code == 0
+    assert ("preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention)"
+            in result.preflight_lines())
+    import yaml
+
+    hparams = yaml.safe_load((workdir / "runs/dpo/version_0/hparams.yaml").read_text())
+    assert hparams["logps_path"] == {"fused_lm_head": True, "fused_lm_head_reason": "plain logits",
+                                     "shared_prompt": True, "shared_prompt_reason": "full attention"}
