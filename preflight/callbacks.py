@@ -66,3 +66,67 @@ class StepProgressBar(RichProgressBar):
         if trainer.max_epochs not in (None, -1):
             return f"Epoch {current_epoch + 1}/{trainer.max_epochs}"
         return f"Epoch {current_epoch}"
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGTERM or SIGINT after saving a resumable checkpoint (`path`)."""
+
+    def __init__(self, signal_name: str, step: int, path: str | None) -> None:
+        self.signal_name, self.step, self.path = signal_name, step, path
+        saved = f"saved {path} (resume with --ckpt_path last)" if path else "no checkpoint callback: nothing saved"
+        super().__init__(f"stopped by {signal_name} at step {step}: {saved}")
+
+
+class SaveOnInterrupt(L.Callback):
+    """SIGTERM (a cluster's preemption) or SIGINT (Ctrl-C): finish the current batch, save ``last.ckpt``
+    where the checkpoint callback keeps it, and stop with `Interrupted`; a second SIGINT stops at once.
+
+    The decision is taken on every process together. Lightning notices SIGTERM itself
+    (``trainer.received_sigterm``); SIGINT is caught by the handler `install` sets up.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous = None
+
+    def install(self) -> None:
+        import signal
+
+        def on_sigint(signum, frame):
+            self.requested = "SIGINT"
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # a second Ctrl-C stops at once
+
+        self._previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def uninstall(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        local = self.requested or ("SIGTERM" if trainer.received_sigterm else None)
+        if not trainer.strategy.reduce_boolean_decision(local is not None, all=False):
+            return
+        raise Interrupted(local or "a signal on another process", trainer.global_step, self._save(trainer))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Lightning stops a SIGTERM that arrives during validation with `SIGTERMException`, a `SystemExit`
+        with status 0: save there too, and let the command turn it into `Interrupted`."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.state.fn is not None and trainer.state.fn.value == "fit":
+            exception.preflight_interrupted = Interrupted("SIGTERM", trainer.global_step, self._save(trainer))
+
+    @staticmethod
+    def _save(trainer: L.Trainer) -> str | None:
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None or not checkpoint.dirpath:
+            return None
+        import os
+
+        path = os.path.join(checkpoint.dirpath, f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
+        checkpoint.last_model_path = path  # recorded in the checkpoint, so a resume replaces this file, not last-v1
+        trainer.save_checkpoint(path)
+        return path

@@ -2,7 +2,8 @@
 
 `AtomicCheckpointIO` writes each checkpoint to a temporary file in the target folder,
 flushes it to disk, then renames it over the target: a process killed mid-save leaves the
-previous `last.ckpt` intact (a rename within one file system is atomic on POSIX).
+previous `last.ckpt` intact (a rename within one file system is atomic on POSIX); the temporary
+file such a kill leaves is removed by the next successful save of the same checkpoint.
 The `preflight` command uses it unless the config sets its own plugins; with a plain
 `Trainer`, pass ``plugins=[AtomicCheckpointIO()]``.
 """
@@ -25,6 +26,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        started = os.stat(tmp).st_mtime_ns
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
@@ -35,6 +37,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _remove_stale_temporaries(target, started)
+
+
+def _remove_stale_temporaries(target: Path, before_ns: int) -> None:
+    """Temporary files of saves of `target` that a kill interrupted (older than this save): nothing will finish them."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            if stale.stat().st_mtime_ns < before_ns:
+                stale.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _umask() -> int:

@@ -29,8 +29,10 @@ import lightning as L
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .callbacks import FitSummary, StepProgressBar, ValidateFinalWeights
+from .callbacks import FitSummary, Interrupted, SaveOnInterrupt, StepProgressBar, ValidateFinalWeights
+from .errors import PreflightConfigError
 from .checkpointing import AtomicCheckpointIO
 from .datamodules import PreferenceDataModule
 from .losses.registry import load_entry_points
@@ -39,7 +41,8 @@ from .resume import check_checkpoint_matches
 from .runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 
 SUBCOMMANDS = ("fit", "validate", "test")
-EXIT_CONFIG_ERROR = 2
+EXIT_CONFIG_ERROR, EXIT_FAILED = 2, 1
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 DEFAULT_ROOT = "runs"
 TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses} ...
 
@@ -107,6 +110,31 @@ class PreflightCLI(LightningCLI):
         # One trust_remote_code for model and tokenizer; the data module's follows the model's.
         parser.link_arguments("model.init_args.trust_remote_code", "data.trust_remote_code")
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; an error from here on is a configuration error only if it says so (`PreflightConfigError`)."""
+        interrupt = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+        if interrupt is not None:
+            interrupt.install()
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException as err:
+            err.preflight_during_run = True
+            self._remove_unfinished_run_folder(err)
+            raise
+        finally:
+            if interrupt is not None:
+                interrupt.uninstall()
+
+    def _remove_unfinished_run_folder(self, err: BaseException) -> None:
+        """A configuration error found once the run started (a model that cannot be built, a fast path set to
+        on that is not exact) leaves no new run folder behind, unless it already holds checkpoints."""
+        folder = getattr(self, "_new_run_folder", None)
+        if isinstance(err, PreflightConfigError) and folder is not None and folder.is_dir() and self.trainer.is_global_zero:
+            if not any(folder.glob("checkpoints/*.ckpt")):
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+
     def _parse_ckpt_path(self) -> None:
         """LightningCLI copies a checkpoint's hyperparameters over the config; preflight never does:
         the model source and ``trust_remote_code`` come from the config and the command line only.
@@ -129,7 +157,10 @@ class PreflightCLI(LightningCLI):
             root = trainer_config.get("default_root_dir") or DEFAULT_ROOT
             run_root, name = self._run_folder(root)
             # absolute, so a resumed run's checkpoint folder is recognized as the same (its `last.ckpt` is replaced)
-            kwargs["logger"] = RunLogger(save_dir=str(Path(run_root).absolute()), name=name, version=version)
+            logger = RunLogger(save_dir=str(Path(run_root).absolute()), name=name, version=version)
+            kwargs["logger"] = logger
+            if version is None and _is_main_process():
+                self._new_run_folder = Path(logger.log_dir)
         if trainer_config.get("plugins") is None:
             kwargs["plugins"] = [AtomicCheckpointIO()]
         callbacks = list(trainer_config.get("callbacks") or [])
@@ -185,7 +216,8 @@ def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[P
         PreferenceDataModule,
         subclass_mode_model=True,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [ValidateFinalWeights(), FitSummary()], "default_root_dir": DEFAULT_ROOT},
+        trainer_defaults={"callbacks": [ValidateFinalWeights(), FitSummary(), SaveOnInterrupt()],
+                          "default_root_dir": DEFAULT_ROOT},
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={**parser_kwargs, "description": "preflight: preference optimization with PyTorch Lightning",
@@ -274,9 +306,20 @@ def main(argv: list[str] | None = None) -> None:
             losses_main(argv[1:])
         else:
             build_cli(argv if explicit else None)
-    except (ValueError, OSError, NonFiniteError, ArgumentError, argparse.ArgumentError) as err:
-        if os.environ.get("PREFLIGHT_DEBUG"):
-            raise
+    except SIGTERMException as err:  # a SystemExit with status 0 from Lightning: never report success
+        interrupted = getattr(err, "preflight_interrupted", None) or Interrupted("SIGTERM", -1, None)
+        print(f"preflight: {interrupted}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGNAL["SIGTERM"])
+    except Interrupted as err:
+        print(f"preflight: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGNAL.get(err.signal_name, EXIT_FAILED))
+    except NonFiniteError as err:
+        print(f"preflight: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except (ValueError, OSError, TypeError, ArgumentError, argparse.ArgumentError) as err:
+        during_run = getattr(err, "preflight_during_run", False)
+        if os.environ.get("PREFLIGHT_DEBUG") or (during_run and not isinstance(err, PreflightConfigError)):
+            raise  # a failure of the run itself, not of its configuration: keep the traceback
         print(f"preflight: error: {one_line(err)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
 

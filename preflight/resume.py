@@ -14,10 +14,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from .errors import PreflightConfigError
+
 DEFINING = ("model", "loss", "peft", "reference", "reference_model")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(PreflightConfigError):
     """The checkpoint was written by a different module, model, loss or adapter setting."""
 
 

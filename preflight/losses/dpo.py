@@ -38,13 +38,15 @@ def smoothed_logistic(logits: Tensor, label_smoothing: float) -> Tensor:
 
 
 def _check_beta(beta: float) -> None:
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got {beta}")
 
 
-def _check_smoothing(label_smoothing: float, upper: float = 1.0) -> None:
-    if not 0 <= label_smoothing < upper:
-        raise ValueError(f"label_smoothing must be in [0, {upper}), got {label_smoothing}")
+def _check_smoothing(label_smoothing: float) -> None:
+    """ε is the assumed fraction of flipped labels: from 0.5 on, the smoothed loss prefers the rejected answer."""
+    if not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: at 0.5 and above the loss "
+                         "prefers the rejected answer")
 
 
 @register_loss("dpo", "sigmoid")
@@ -114,7 +116,7 @@ class RobustDPOLoss(PreferenceLoss):
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__()
         _check_beta(beta)
-        _check_smoothing(label_smoothing, upper=0.5)
+        _check_smoothing(label_smoothing)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     def compute(self, inputs: LossInputs) -> LossOutput:

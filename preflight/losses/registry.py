@@ -14,9 +14,14 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
+from ..errors import PreflightConfigError
 from .base import PreferenceLoss
 
 ENTRY_POINT_GROUP = "preflight.losses"
+
+class LossConfigError(PreflightConfigError):
+    """An unknown loss, hyperparameter or loss specification."""
+
 
 _REGISTRY: dict[str, type[PreferenceLoss]] = {}
 _entry_points_loaded = False
@@ -34,7 +39,7 @@ def register_loss(name: str, *aliases: str) -> Callable[[L], L]:
         for key in (name, *aliases):
             existing = _REGISTRY.get(key)
             if existing is not None and existing is not cls:
-                raise ValueError(
+                raise LossConfigError(
                     f"loss name {key!r} is already registered by {_qualname(existing)}; "
                     f"cannot register it again for {_qualname(cls)}"
                 )
@@ -85,7 +90,7 @@ def loss_class(name: str) -> type[PreferenceLoss]:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         broken = f" Plugins that failed to load: {'; '.join(_BROKEN_PLUGINS)}." if _BROKEN_PLUGINS else ""
-        raise ValueError(
+        raise LossConfigError(
             f"unknown loss {name!r}.{hint}{broken} Available: {', '.join(sorted(_REGISTRY))}"
         ) from None
 
@@ -103,7 +108,7 @@ def get_loss(name: str, **hyperparameters: Any) -> PreferenceLoss:
     if unknown and not accepts_any:
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
+        raise LossConfigError(
             f"loss {name!r} has no hyperparameter {unknown[0]!r}.{hint} "
             f"Valid: {', '.join(valid) or '(none)'}"
         )
@@ -127,10 +132,10 @@ def build_loss(spec: Any) -> PreferenceLoss:
         if "class_path" in spec:
             return _from_class_path(spec["class_path"], dict(spec.get("init_args") or {}))
         if "name" not in spec:
-            raise ValueError(f"a loss mapping needs a 'name' (or 'class_path') key, got keys {sorted(spec)}")
+            raise LossConfigError(f"a loss mapping needs a 'name' (or 'class_path') key, got keys {sorted(spec)}")
         name = spec.pop("name")
         return get_loss(name, **spec)
-    raise ValueError(f"cannot build a loss from {spec!r}: give a name, a mapping with 'name', or a PreferenceLoss")
+    raise LossConfigError(f"cannot build a loss from {spec!r}: give a name, a mapping with 'name', or a PreferenceLoss")
 
 
 def _from_class_path(class_path: str, init_args: dict) -> PreferenceLoss:
@@ -140,9 +145,9 @@ def _from_class_path(class_path: str, init_args: dict) -> PreferenceLoss:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError):
-        raise ValueError(f"loss class_path {class_path!r} cannot be imported") from None
+        raise LossConfigError(f"loss class_path {class_path!r} cannot be imported") from None
     if not (inspect.isclass(cls) and issubclass(cls, PreferenceLoss)):
-        raise ValueError(f"loss class_path {class_path!r} is not a PreferenceLoss subclass")
+        raise LossConfigError(f"loss class_path {class_path!r} is not a PreferenceLoss subclass")
     if cls.registry_names:
         return get_loss(cls.registry_names[0], **init_args)
     return cls(**init_args)

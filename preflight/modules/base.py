@@ -4,6 +4,7 @@ lean checkpoints and the non-finite guard."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 import lightning as L
@@ -45,6 +46,12 @@ class PreflightModule(L.LightningModule):
             raise ValueError(f"scheduler must be constant, linear or cosine; got {scheduler!r}")
         if on_nonfinite not in ("error", "skip"):
             raise ValueError(f"on_nonfinite must be 'error' or 'skip', got {on_nonfinite!r}")
+        if not (math.isfinite(learning_rate) and learning_rate >= 0):
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.loss_fn = build_loss(loss)
         self._loss_spec = loss_spec(self.loss_fn)
         self.learning_rate, self.weight_decay = learning_rate, weight_decay

@@ -30,6 +30,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import PreflightConfigError
+
 Setting = Literal["auto", "on", "off"]
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")
 ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
@@ -38,7 +40,7 @@ SEQUENCE_MIXER_NAMES = re.compile(r"Mamba|SSM|Ssm[A-Z]|ShortConv|LinearAttention
                                   r"Retention|Hyena")
 
 
-class FastPathError(ValueError):
+class FastPathError(PreflightConfigError):
     """A fast path set to ``on`` for a model where it is not exact."""
 
 

@@ -10,12 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import PreflightConfigError
+
 log = logging.getLogger("preflight.models")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 DROPOUT_ATTRIBUTES = ("attention_dropout", "hidden_dropout", "dropout", "attn_dropout", "resid_dropout")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(PreflightConfigError):
     """A model that cannot be loaded; the message is one line naming the model."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import PreflightConfigError
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, decide_path
@@ -28,7 +29,7 @@ LOGITS_PER_CHUNK = 8 * 2**20  # vocabulary × tokens of one lm_head chunk (32 Mi
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
 
 
-class PrecomputedReferenceError(ValueError):
+class PrecomputedReferenceError(PreflightConfigError):
     """Precomputed reference log-probs that do not belong to the data and cannot be recomputed."""
 
 
