@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
 from tests.flows.conftest import QUICK
 
 PREFLIGHT = str(Path(sys.executable).parent / "preflight")
