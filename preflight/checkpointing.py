@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .errors import PreflightConfigError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -34,10 +36,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
             os.replace(tmp, target)
+        except OSError as err:  # a full disk, a lost mount: the previous checkpoint is untouched
+            Path(tmp).unlink(missing_ok=True)
+            raise CheckpointWriteError(f"{target}: the checkpoint could not be written ({err.strerror or err}); "
+                                       "the previous one is unchanged") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _remove_stale_temporaries(target, started)
+
+
+class CheckpointWriteError(PreflightConfigError):
+    """A checkpoint that could not be written (no space, no permission); the message names its path."""
 
 
 def _remove_stale_temporaries(target: Path, before_ns: int) -> None:

@@ -134,6 +134,11 @@ class PreflightCLI(LightningCLI):
                 import shutil
 
                 shutil.rmtree(folder, ignore_errors=True)
+                for parent in (folder.parent, folder.parent.parent):  # the run and root folders, if now empty
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI copies a checkpoint's hyperparameters over the config; preflight never does:
@@ -151,6 +156,8 @@ class PreflightCLI(LightningCLI):
             self.datamodule.setup(self.subcommand)
             if _is_main_process():
                 print(f"preflight: data: {self.datamodule.describe(self.subcommand)}", flush=True)
+                for report in self.datamodule.problem_reports(self.subcommand):
+                    print(f"preflight: data: {report}", flush=True)
         trainer_config = self._get(self.config_init, "trainer", default={})
         version = self._resolve_checkpoint(trainer_config)
         if trainer_config.get("logger") in (None, True):
@@ -237,8 +244,10 @@ def one_line(err: BaseException) -> str:
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         chain.append(err)
-        err = err.__cause__ or err.__context__
-    useful = [e for e in chain if isinstance(e, (ValueError, OSError, NonFiniteError)) and "Union subtypes" not in str(e)]
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    ours = [e for e in chain if isinstance(e, PreflightConfigError)]
+    useful = ours[:1] or [e for e in chain if isinstance(e, (ValueError, OSError, TypeError, NonFiniteError))
+                          and "Union subtypes" not in str(e)]
     text = re.sub(r"\s+", " ", str(useful[-1] if useful else chain[0])).strip()
     nested = re.search(r"Errors: - (.*?) - Expected a <class 'NoneType'>", text)
     if nested:

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from .errors import PreflightConfigError
 from .modules import PreferenceModule, PreflightModule, RewardModule
 from .modules.models import is_peft
 
@@ -65,7 +66,11 @@ def load_checkpoint(path: str | Path) -> dict:
     folder is consolidated first."""
     path = Path(path)
     if not path.is_dir():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign files raise several types (zip, unpickler, EOF)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise PreflightConfigError(f"{path}: cannot read the checkpoint ({first})") from None
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,6 +67,8 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
 
     chosen, rejected = get("chosen", True), get("rejected", True)
     prompt = get("prompt", False)
+    if prompt is None and names["prompt"] in value:
+        raise PreferenceDataError(f"{where}: field {names['prompt']!r} is null (leave the field out for an implicit prompt)")
     for field, item in (("chosen", chosen), ("rejected", rejected)) + ((("prompt", prompt),) if prompt is not None else ()):
         _check_text_or_messages(item, f"{where}: field {names[field]!r}")
     kinds = {isinstance(x, list) for x in (chosen, rejected) + ((prompt,) if prompt is not None else ())}
@@ -74,6 +76,8 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
         raise PreferenceDataError(f"{where}: mixes strings and message lists across prompt/chosen/rejected")
     if prompt is None:
         prompt, chosen, rejected = extract_prompt(chosen, rejected)
+    if isinstance(chosen, list):
+        _check_turns(prompt, chosen, rejected, where, names)
     margin = get("margin", False)
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float, str)):
@@ -99,6 +103,27 @@ def _check_text_or_messages(item: Any, where: str) -> None:
             if not isinstance(message.get(key), str):
                 problem = "missing" if message.get(key) is None else f"not a string ({type(message[key]).__name__})"
                 raise PreferenceDataError(f"{where}, message {i}: {key!r} is {problem}")
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
+
+
+def _check_turns(prompt: Messages, chosen: Messages, rejected: Messages, where: str, names: dict[str, str]) -> None:
+    """A conversational pair: the prompt ends before the assistant answers; each completion is the assistant's turn."""
+    for field, messages in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+        for i, message in enumerate(messages, start=1):
+            if message["role"] not in ROLES:
+                raise PreferenceDataError(f"{where}: field {names[field]!r}, message {i}: unknown role "
+                                          f"{message['role']!r} (expected one of {', '.join(ROLES)})")
+    for field, messages in (("chosen", chosen), ("rejected", rejected)):
+        if not messages:
+            raise PreferenceDataError(f"{where}: field {names[field]!r} has no message after the prompt")
+        if messages[0]["role"] != "assistant":
+            raise PreferenceDataError(f"{where}: field {names[field]!r} starts with a {messages[0]['role']!r} message; "
+                                      "the completion must be the assistant's turn")
+    if prompt and prompt[-1]["role"] == "assistant":
+        raise PreferenceDataError(f"{where}: the prompt ends with an assistant message; chosen and rejected must be the "
+                                  "assistant's answer to it, not follow it")
 
 
 def extract_prompt(chosen: str | Messages, rejected: str | Messages) -> tuple[Any, Any, Any]:

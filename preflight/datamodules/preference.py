@@ -208,6 +208,12 @@ class PreferenceDataModule(L.LightningDataModule):
             parts.append(f"{split} {source} ({len(dataset)} pairs)")
         return ", ".join(parts)
 
+    def problem_reports(self, stage: str | None = None) -> list[str]:
+        """One line per split of the stage that lost rows (bad, identical, truncated away), with the first locations."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        reports = [self.reports[s] for s in wanted if s in self.reports]
+        return [r.summary() for r in reports if r.bad or r.identical or r.truncated_away]
+
     def _carve_validation(self) -> None:
         train = self.dataset("train")
         n_val = max(1, int(round(len(train) * self.val_fraction)))
@@ -391,6 +397,10 @@ def load_tokenizer(spec: Any, trust_remote_code: bool = False):
     if isinstance(spec, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
+        from ..modules.models import looks_local
+
+        if looks_local(str(spec)) and not Path(spec).expanduser().is_dir():
+            raise PreferenceDataError(f"tokenizer {str(spec)!r}: no such folder")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(spec), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:

@@ -103,11 +103,17 @@ class Source:
 
     def _jsonl_rows(self) -> Iterator[RawRow]:
         index = 0
-        with open(self.spec, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
+        with open(self.spec, "rb") as f:  # decoded line by line, so a bad byte has a line number
+            for line_no, raw in enumerate(f, start=1):
+                location = f"{self.spec}, line {line_no}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield RawRow(location, index, _Malformed(_bad_utf8(err)))
+                    index += 1
+                    continue
                 if not line.strip():
                     continue
-                location = f"{self.spec}, line {line_no}"
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -116,9 +122,14 @@ class Source:
                 index += 1
 
     def _json_rows(self) -> Iterator[RawRow]:
+        raw = Path(self.spec).read_bytes()
         try:
-            with open(self.spec, encoding="utf-8") as f:
-                data = json.load(f)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise PreferenceDataError(f"{self.spec}, line {line}: {_bad_utf8(err)}") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise PreferenceDataError(f"{self.spec}, line {err.lineno}: invalid JSON ({err.msg})") from None
         if isinstance(data, dict):
@@ -142,6 +153,12 @@ class Source:
             yield RawRow(f"{self.spec}, row {i + 1}", i, value)
 
     def _csv_rows(self) -> Iterator[RawRow]:
+        raw = Path(self.spec).read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise PreferenceDataError(f"{self.spec}, line {line}: {_bad_utf8(err)}") from None
         with open(self.spec, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             for i, value in enumerate(reader):
@@ -174,6 +191,13 @@ class Source:
         name = name or self.name
         for i, value in enumerate(dataset):
             yield RawRow(f"{name}, row {i + 1}", i, value)
+
+
+def _bad_utf8(err: UnicodeDecodeError) -> str:
+    """The problem, with the bad byte's column (1-based, in bytes) within its line."""
+    data = err.object
+    column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+    return f"not valid UTF-8 (byte 0x{data[err.start]:02x} at byte {column} of the line)"
 
 
 def looks_like_hub_id(spec: str) -> bool:

@@ -36,9 +36,31 @@ def looks_local(name: str) -> bool:
 
 
 def check_model_path(spec: str) -> None:
-    """Fail early, with one line, on a local model folder that does not exist."""
-    if looks_local(spec) and not Path(spec).expanduser().is_dir():
+    """Fail early, with one line, on a local model folder that does not exist or whose config.json is broken."""
+    folder = Path(spec).expanduser()
+    if looks_local(spec) and not folder.is_dir():
         raise ModelLoadError(f"model {spec!r}: no such folder")
+    config = folder / "config.json"
+    if folder.is_dir() and config.is_file():
+        import json
+
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            raise ModelLoadError(f"{config}, {where}: not a valid model config") from None
+
+
+def check_model_source(spec: str, trust_remote_code: bool = False) -> None:
+    """Read the model's config now (a folder, the local cache, or the Hub when online), so that a model that
+    cannot be had is reported before any run folder exists."""
+    check_model_path(spec)
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"model {spec!r} cannot be loaded ({_first_line(err)})") from None
 
 
 def load_model(

@@ -20,7 +20,7 @@ from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import additive_mask, pack_pairs
-from .models import apply_lora, check_model_path, is_peft, load_model, model_source, shard_fsdp2, unwrap_peft
+from .models import apply_lora, check_model_source, is_peft, load_model, model_source, shard_fsdp2, unwrap_peft
 
 log = logging.getLogger("preflight")
 # The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
@@ -114,9 +114,9 @@ class PreferenceModule(PreflightModule):
         self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
         self._precomputed: dict[str, dict] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
         if isinstance(model, str):
-            check_model_path(model)
+            check_model_source(model, trust_remote_code)
             if reference_model:
-                check_model_path(reference_model)
+                check_model_source(reference_model, trust_remote_code)
 
     def run_name(self) -> str:
         """The command's default run folder name: the loss, with ``_lora`` when training an adapter."""

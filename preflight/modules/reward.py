@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .models import apply_lora, check_model_path, load_model, model_source, unwrap_peft
+from .models import apply_lora, check_model_source, load_model, model_source, unwrap_peft
 
 
 class RewardModule(PreflightModule):
@@ -67,7 +67,7 @@ class RewardModule(PreflightModule):
         self.init_seed, self.model_dtype = init_seed, model_dtype
         self.model: nn.Module | None = None
         if isinstance(model, str):
-            check_model_path(model)
+            check_model_source(model, trust_remote_code)
 
     def run_name(self) -> str:
         """The command's default run folder name."""

@@ -48,7 +48,7 @@ def test_a_configuration_error_found_in_the_run_leaves_no_run_folder(preflight, 
     assert result.code == 2
     assert result.preflight_lines()[-1] == ("preflight: error: shared_prompt: on is not exact for BloomForCausalLM: "
                                             "BloomForCausalLM uses ALiBi biases computed from the 2D mask")
-    assert list((workdir / "runs" / "dpo").iterdir()) == []  # the version folder it had started is gone
+    assert not (workdir / "runs").exists()  # the run folder it had started is gone
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.model", "bloom").code == 0  # auto: off
 
 
@@ -99,3 +99,104 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_non_zero(workdir, signu
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(ckpt, weights_only=True)["global_step"] == step + 2
     assert not leftover.exists()  # the next save removed what the kill left
+
+
+def chat(role, content):
+    return {"role": role, "content": content}
+
+
+BAD_ROWS = {
+    "null_prompt": ({"prompt": None, "chosen": " yes", "rejected": " no"},
+                    "field 'prompt' is null (leave the field out for an implicit prompt)"),
+    "unknown_role": ({"prompt": [chat("customer", "Hi")], "chosen": [chat("assistant", "Hello!")],
+                      "rejected": [chat("assistant", "What.")]},
+                     "field 'prompt', message 1: unknown role 'customer' (expected one of system, developer, user, "
+                     "assistant, tool, ipython)"),
+    "missing_content": ({"prompt": [chat("user", "Hi")], "chosen": [{"role": "assistant"}],
+                         "rejected": [chat("assistant", "What.")]}, "field 'chosen', message 1: 'content' is missing"),
+    "answer_inside_the_prompt": ({"prompt": [chat("user", "Hi"), chat("assistant", "Hello!")],
+                                  "chosen": [chat("user", "Thanks")], "rejected": [chat("user", "Bye")]},
+                                 "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn"),
+    "implicit_prompt_ending_in_the_answer": (
+        {"chosen": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "A")],
+         "rejected": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "B")]},
+        "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn"),
+    "bad_margin": ({"prompt": "Hi", "chosen": " yes", "rejected": " no", "margin": "abc"},
+                   "field 'margin' must be a number, got 'abc'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_a_wrong_row_is_reported_with_its_line_never_guessed(preflight, workdir, case):
+    import json
+
+    good = {"prompt": "Is it in stock?", "chosen": " Yes, happily.", "rejected": " Yes."}
+    row, problem = BAD_ROWS[case]
+    (workdir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, row, good]))
+    result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "rows.jsonl")
+    assert result.code == 2
+    assert result.preflight_lines() == [f"preflight: error: rows.jsonl, line 2: {problem}"]
+    assert not (workdir / "runs").exists()
+
+
+def test_a_byte_that_is_not_utf8_is_located_and_skippable(preflight, workdir):
+    good = b'{"prompt": "Is it in stock?", "chosen": " Yes, happily.", "rejected": " Yes."}\n'
+    (workdir / "bytes.jsonl").write_bytes(good + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n' + good * 3)
+    result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "bytes.jsonl")
+    assert result.code == 2
+    where = "bytes.jsonl, line 2: not valid UTF-8 (byte 0xe9 at byte 16 of the line)"
+    assert result.preflight_lines() == [f"preflight: error: {where}"]
+    skipped = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--data.train", "bytes.jsonl",
+                        "--data.on_bad_rows", "skip", "--data.batch_size", "2")
+    assert skipped.code == 0
+    assert (f"preflight: data: bytes.jsonl: 4 of 5 pairs kept, 1 bad rows skipped (first: {where})"
+            in skipped.preflight_lines())
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--data.tokenizer", "./no-tokenizer"], "tokenizer './no-tokenizer': no such folder"),
+    (["--model.model", "broken-model"], "broken-model/config.json, line 2: Expecting property name enclosed in double quotes: not a valid model config"),
+    (["--model.model", "someone/not-in-the-cache"], "model 'someone/not-in-the-cache' cannot be loaded ("),
+    (["--data.train", "broken.json"], "broken.json, line 3: invalid JSON (Expecting ',' delimiter)"),
+])
+def test_a_missing_or_broken_input_is_one_line_naming_it(preflight, workdir, override, message):
+    (workdir / "broken-model").mkdir()
+    (workdir / "broken-model" / "config.json").write_text('{"model_type": "llama",\n')
+    (workdir / "broken.json").write_text('[\n {"prompt": "a", "chosen": "b", "rejected": "c"}\n {"prompt": "x"}\n]\n')
+    result = preflight("fit", "--config", "configs/dpo.yaml", *override)
+    assert result.code == 2
+    lines = result.preflight_lines()
+    assert lines[-1].startswith(f"preflight: error: {message}") and "Traceback" not in result.err
+    assert not (workdir / "runs").exists()
+
+
+def test_a_truncated_checkpoint_is_one_line(preflight, workdir):
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    whole = (workdir / "runs/dpo/version_0/checkpoints/last.ckpt").read_bytes()
+    (workdir / "cut.ckpt").write_bytes(whole[: len(whole) // 2])
+    for args in (["export", "cut.ckpt", "out"], ["validate", "--config", "configs/dpo.yaml", "--ckpt_path", "cut.ckpt"]):
+        result = preflight(*args)
+        assert result.code == 2 and result.preflight_lines()[-1].startswith("preflight: error: cut.ckpt: cannot read")
+
+
+def test_a_full_disk_during_a_save_names_the_path_and_keeps_the_previous_checkpoint(preflight, workdir, monkeypatch):
+    import errno
+
+    import preflight.checkpointing as checkpointing
+
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    last = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+    before = torch.load(last, weights_only=True)["global_step"]
+
+    def no_space(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", no_space)
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last")
+    assert result.code == 2
+    assert result.preflight_lines()[-1] == (f"preflight: error: {last}: the checkpoint could not be written "
+                                            "(No space left on device); the previous one is unchanged")
+    monkeypatch.undo()
+    assert torch.load(last, weights_only=True)["global_step"] == before
+    assert not list(last.parent.glob(".*.tmp"))
