@@ -42,8 +42,7 @@ class BCOPairLoss(_AnchoredLoss):
     r"""Binary Classifier Optimization on pairs, Jung et al. 2024 (arXiv 2404.04656).
 
     Per pair: ``−log σ(βρ_w) − log σ(−βρ_l)``: chosen classified as good, rejected as bad.
-    (TRL's ``bco_pair`` also subtracts a running mean δ of the rewards from both logits;
-    this is the δ = 0 form, which needs no state across steps.)
+    This is the paper's form with its reward shift δ = 0, the same as TRL 1.16's ``bco_pair``.
     """
 
     def compute(self, inputs: LossInputs) -> LossOutput:

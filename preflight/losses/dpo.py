@@ -145,11 +145,11 @@ class SigmoidNormLoss(PreferenceLoss):
         self.monotonic = label_smoothing == 0
 
     def compute(self, inputs: LossInputs) -> LossOutput:
-        chosen, rejected = log_ratios(inputs)
-        chosen = per_token(chosen, inputs.chosen_lengths)
-        rejected = per_token(rejected, inputs.rejected_lengths)
+        rho_w, rho_l = log_ratios(inputs)
+        chosen = per_token(rho_w, inputs.chosen_lengths)
+        rejected = per_token(rho_l, inputs.rejected_lengths)
         losses = smoothed_logistic(self.beta * (chosen - rejected), self.label_smoothing)
-        return mean_output(losses, self.beta * chosen, self.beta * rejected)
+        return mean_output(losses, self.beta * rho_w, self.beta * rho_l)  # TRL's rewards: β times the summed ratio
 
 
 @register_loss("dpop", "dpo_positive")

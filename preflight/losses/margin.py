@@ -34,12 +34,14 @@ class IPOLoss(PreferenceLoss):
         return self.length_normalize
 
     def compute(self, inputs: LossInputs) -> LossOutput:
-        chosen, rejected = log_ratios(inputs)
+        rho_w, rho_l = log_ratios(inputs)
+        chosen, rejected = rho_w, rho_l
         if self.length_normalize:
             chosen = per_token(chosen, inputs.chosen_lengths)
             rejected = per_token(rejected, inputs.rejected_lengths)
         losses = (chosen - rejected - 1 / (2 * self.beta)) ** 2
-        return mean_output(losses, self.beta * chosen, self.beta * rejected)
+        # logged rewards keep TRL's meaning, β times the summed log-ratio, whatever the loss normalizes
+        return mean_output(losses, self.beta * rho_w, self.beta * rho_l)
 
 
 @register_loss("hinge", "rso")

@@ -104,13 +104,18 @@ class ORPOLoss(_ReferenceFree):
         nll = -avg_w
         return mean_output(
             nll + self.beta * odds_loss, self.beta * avg_w, self.beta * avg_l,
-            nll_loss=nll.mean(), log_odds_ratio=log_odds_ratio.mean(),
+            # TRL's names: log_odds_chosen is the log odds ratio itself, log_odds_ratio its log-sigmoid
+            nll_loss=nll.mean(), log_odds_chosen=log_odds_ratio.mean(), log_odds_ratio=-odds_loss.mean(),
         )
 
 
 @register_loss("sft", "nll")
 class SFTLoss(_ReferenceFree):
     r"""Supervised fine-tuning on the chosen completion: ``−avg_w`` per pair.
+
+    The NLL is averaged over each pair's tokens, then over pairs (every pair weighs the same); TRL's
+    ``sft`` loss type pools all chosen tokens of the batch instead (long completions weigh more).
+    CPO's and ORPO's NLL terms are per-pair averages the same way.
 
     The per-pair mean token negative log-likelihood; combined with DPO it gives RPO
     (Pang et al. 2024, arXiv 2404.19733) through the ``weighted`` loss. The rejected

@@ -74,11 +74,14 @@ class WeightedLoss(PreferenceLoss):
         total = torch.zeros((), dtype=torch.float32)
         metrics: dict[str, torch.Tensor] = {}
         chosen_rewards = rejected_rewards = None
-        for loss, weight in zip(self.losses, self.weights):
+        names = [loss.name for loss in self.losses]
+        for i, (loss, weight) in enumerate(zip(self.losses, self.weights)):
             out = loss.compute(inputs)
             total = total + weight * out.losses
-            metrics[f"{loss.name}_loss"] = out.loss.detach()
-            metrics.update({f"{loss.name}/{k}": v for k, v in out.metrics.items()})
+            # a loss that appears twice is logged per term (dpo_1, dpo_2), so neither overwrites the other
+            name = loss.name if names.count(loss.name) == 1 else f"{loss.name}_{names[: i + 1].count(loss.name)}"
+            metrics[f"{name}_loss"] = out.loss.detach()
+            metrics.update({f"{name}/{k}": v for k, v in out.metrics.items()})
             if chosen_rewards is None and out.chosen_rewards is not None:
                 chosen_rewards, rejected_rewards = out.chosen_rewards, out.rejected_rewards
         return LossOutput(total.mean(), total, chosen_rewards, rejected_rewards, metrics)
