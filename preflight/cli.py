@@ -286,6 +286,22 @@ def losses_main(argv: list[str]) -> None:
     print(format_catalog(loss_catalog()))
 
 
+class _OneLineToStderr(logging.Handler):
+    """preflight's own warnings, as the lines they are, on whatever `sys.stderr` is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        print(message if message.startswith("preflight") else f"preflight: {message}", file=sys.stderr, flush=True)
+
+
+def show_preflight_warnings() -> None:
+    logger = logging.getLogger("preflight")
+    if not any(isinstance(h, _OneLineToStderr) for h in logger.handlers):
+        handler = _OneLineToStderr(level=logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def quiet_third_party() -> None:
     """The command's output is about the run: no product tips, no other packages' deprecation notices
     (``PREFLIGHT_DEBUG=1`` or any ``-W`` option shows everything)."""
@@ -304,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     explicit = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
     quiet_third_party()
+    show_preflight_warnings()
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # the user's own modules (e.g. losses) importable, never shadowing packages
     try:

@@ -232,17 +232,16 @@ class PreferenceDataModule(L.LightningDataModule):
         }
 
     def _prepare(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
-        key = None
+        key = settings = None
         if self.use_cache:
-            key = cache.cache_key(
-                source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer), **self._settings()
-            )
-            hit = cache.load(self.cache_dir, key)
+            settings = dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer), **self._settings())
+            key = cache.cache_key(**settings)
+            hit = cache.load(self.cache_dir, key, settings, check=_tokenized_entry_problem)
             if hit is not None:
                 return [TokenizedPair.from_json(r) for r in hit["pairs"]], SplitReport(**hit["report"])
         pairs, report = self._tokenize_source(source)
         if key is not None:
-            cache.store(self.cache_dir, key, {"pairs": [p.to_json() for p in pairs], "report": report.__dict__})
+            cache.store(self.cache_dir, key, {"pairs": [p.to_json() for p in pairs], "report": report.__dict__}, settings)
         return pairs, report
 
     def _tokenize_source(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
@@ -382,6 +381,20 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def _tokenized_entry_problem(payload: Any) -> str | None:
+    """What is wrong with the shape of a tokenized split read from the cache, or None."""
+    pairs, report = payload.get("pairs"), payload.get("report")
+    if not isinstance(pairs, list) or not pairs:
+        return "holds no pairs"
+    if not isinstance(report, dict) or report.get("kept") != len(pairs):
+        return "holds a report that does not match its pairs"
+    for row in pairs:
+        if not (isinstance(row, list) and len(row) == 5 and all(isinstance(x, list) for x in row[1:4])
+                and row[2] and row[3]):
+            return "holds a pair of the wrong shape"
+    return None
 
 
 def _text_length(value: Any) -> int:

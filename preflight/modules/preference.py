@@ -322,8 +322,11 @@ class PreferenceModule(PreflightModule):
         store, key = None, None
         if getattr(datamodule, "use_cache", False):
             store = Path(datamodule.cache_dir).parent / "reference"
-            key = cache.cache_key(pairs=digest, weights=_digest_weights(model))
-            hit = cache.load(store, key)
+            settings = dict(pairs=digest, weights=_digest_weights(model))
+            key = cache.cache_key(**settings)
+            n = len(datamodule.dataset(split))
+            hit = cache.load(store, key, settings, check=lambda p: None if _is_table(p.get("logps"), n) else
+                             f"does not hold {n} finite [chosen, rejected] values")
             if hit is not None:
                 return hit["logps"]
         was_training = model.training
@@ -338,7 +341,7 @@ class PreferenceModule(PreflightModule):
                 table += torch.stack([logps[:B], logps[B:]], dim=1).tolist()
         model.train(was_training)
         if store is not None:
-            cache.store(store, key, {"logps": table})
+            cache.store(store, key, {"logps": table}, settings)
         return table
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -349,6 +352,14 @@ class PreferenceModule(PreflightModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
+
+
+def _is_table(table, rows: int) -> bool:
+    import math
+
+    return (isinstance(table, list) and len(table) == rows
+            and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
+                    for r in table))
 
 
 def _digest_pairs(pairs) -> str:

@@ -200,3 +200,58 @@ def test_a_full_disk_during_a_save_names_the_path_and_keeps_the_previous_checkpo
     monkeypatch.undo()
     assert torch.load(last, weights_only=True)["global_step"] == before
     assert not list(last.parent.glob(".*.tmp"))
+
+
+def cache_entries(root: Path, kind: str) -> list[Path]:
+    return sorted((root / kind).glob("*.json"))
+
+
+@pytest.mark.parametrize("damage", ["swapped", "emptied", "foreign", "truncated"])
+def test_a_damaged_cache_entry_is_reported_and_rebuilt(preflight, workdir, tmp_path, monkeypatch, damage):
+    import json
+
+    cache_root = tmp_path / "cache"
+    monkeypatch.setenv("PREFLIGHT_CACHE", str(cache_root))
+    args = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.val", "null"]
+    assert preflight(*args).code == 0
+    [entry] = cache_entries(cache_root, "tokenized")
+    good = json.loads(entry.read_text())
+    if damage == "swapped":  # chosen and rejected exchanged: the inverse preference, were it used
+        bad = json.loads(entry.read_text())
+        for row in bad["payload"]["pairs"]:
+            row[2], row[3] = row[3], row[2]
+        entry.write_text(json.dumps(bad))
+    elif damage == "emptied":  # even with a checksum that matches: a split without pairs is no cache
+        from preflight.datamodules.cache import checksum
+
+        bad = {**good, "payload": {**good["payload"], "pairs": []}}
+        bad["checksum"] = checksum(bad["payload"])
+        entry.write_text(json.dumps(bad))
+    elif damage == "foreign":
+        entry.write_text(json.dumps({"pairs": "not a list"}))
+    else:
+        entry.write_text(entry.read_text()[:100])
+    result = preflight(*args)
+    assert result.code == 0
+    reasons = {"swapped": "does not match its checksum (changed or damaged)", "emptied": "holds no pairs",
+               "foreign": "is not a preflight cache entry", "truncated": "unreadable (JSONDecodeError)"}
+    assert f"preflight: cache entry {entry} {reasons[damage]}: rebuilding it" in result.err
+    assert json.loads(entry.read_text())["payload"] == good["payload"]  # rebuilt as it was
+
+
+def test_damaged_precomputed_reference_values_are_rebuilt(preflight, workdir, tmp_path, monkeypatch):
+    import json
+
+    cache_root = tmp_path / "cache"
+    monkeypatch.setenv("PREFLIGHT_CACHE", str(cache_root))
+    args = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.val", "null", "--model.reference", "precomputed"]
+    assert preflight(*args).code == 0
+    [entry] = cache_entries(cache_root, "reference")
+    good = json.loads(entry.read_text())
+    bad = json.loads(entry.read_text())
+    bad["payload"]["logps"][0][0] += 5.0  # a wrong reference value
+    entry.write_text(json.dumps(bad))
+    result = preflight(*args, "--trainer.default_root_dir", tmp_path / "second")
+    assert result.code == 0
+    assert f"preflight: cache entry {entry} does not match its checksum (changed or damaged): rebuilding it" in result.err
+    assert json.loads(entry.read_text())["payload"] == good["payload"]
