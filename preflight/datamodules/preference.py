@@ -99,6 +99,8 @@ class PreferenceDataModule(L.LightningDataModule):
         use_cache: read and write that cache (false: tokenize every time).
         trust_remote_code: allow tokenizer code from the Hub; under the command it follows
             ``model.trust_remote_code``.
+        chat_template: the Jinja chat template for conversational rows, as a path to a ``.jinja`` file or the
+            template text; None: the tokenizer's own.
         max_row_chars: a row whose prompt, chosen and rejected hold more characters than this is a bad row
             (reported with its location, or skipped with ``on_bad_rows: skip``): tokenizing it would take
             about 200 bytes of memory per character, for text that truncation throws away. None: no limit.
@@ -132,6 +134,7 @@ class PreferenceDataModule(L.LightningDataModule):
         use_cache: bool = True,
         trust_remote_code: bool = False,
         max_row_chars: int | None = 1_000_000,
+        chat_template: str | None = None,
     ) -> None:
         super().__init__()
         if truncation not in ("keep_end", "keep_start"):
@@ -157,6 +160,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.use_cache = use_cache
         self.trust_remote_code = trust_remote_code
         self.max_row_chars = max_row_chars
+        self.chat_template = chat_template
         self._tokenizer = None
         self.datasets: dict[str, PairDataset] = {}
         self.reports: dict[str, SplitReport] = {}
@@ -166,7 +170,10 @@ class PreferenceDataModule(L.LightningDataModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self._tokenizer_spec, self.trust_remote_code)
+            tokenizer = load_tokenizer(self._tokenizer_spec, self.trust_remote_code)
+            if self.chat_template is not None:
+                tokenizer.chat_template = read_chat_template(self.chat_template)
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     # ------------------------------------------------------------------ data
@@ -401,6 +408,16 @@ def _text_length(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
     return sum(len(str(m.get("content", ""))) for m in value or [] if isinstance(m, Mapping))
+
+
+def read_chat_template(spec: str) -> str:
+    """A chat template from a ``.jinja`` file, or the template text itself."""
+    if spec.endswith((".jinja", ".j2")) or "{" not in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise PreferenceDataError(f"chat_template {spec!r}: file not found")
+        return path.read_text(encoding="utf-8")
+    return spec
 
 
 def load_tokenizer(spec: Any, trust_remote_code: bool = False):
