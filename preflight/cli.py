@@ -297,8 +297,8 @@ class _OneLineToStderr(logging.Handler):
 def show_preflight_warnings() -> None:
     logger = logging.getLogger("preflight")
     if not any(isinstance(h, _OneLineToStderr) for h in logger.handlers):
-        handler = _OneLineToStderr(level=logging.WARNING)
-        logger.addHandler(handler)
+        logger.addHandler(_OneLineToStderr(level=logging.INFO))
+        logger.setLevel(logging.INFO)
         logger.propagate = False
 
 

@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import hashlib
+import itertools
+import json
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from . import cache
 from .collate import PreferenceCollator
 from .errors import PreferenceDataError
-from .formats import column_names, parse_example
+from .formats import PreferenceExample, column_names, parse_example
+from .parallel import Limits, available_cores, tokenize_chunks
+from .store import PairStore, PairStoreWriter, store_problem
 from .sampler import FlatBatchSampler, PreferenceBatchSampler
 from .sources import Source
-from .tokenization import TokenizedPair, tokenize_example, tokenizer_fingerprint, truncate
+from .tokenization import TokenizedPair, tokenizer_fingerprint
 
 log = logging.getLogger("preflight.data")
 MAX_REPORTED = 5
+CHUNK = 2000  # examples a worker tokenizes at a time
 
 
 @dataclass
@@ -49,18 +62,68 @@ class SplitReport:
 
 
 class PairDataset(Dataset):
-    def __init__(self, pairs: list[TokenizedPair]) -> None:
-        self.pairs = pairs
+    """The pairs of one split: read from a `PairStore` on disk (optionally a selection of its pairs), or held
+    in a list. Precomputed reference log-probs travel beside them (`attach_reference`)."""
+
+    def __init__(self, pairs: "list[TokenizedPair] | PairStore", positions: np.ndarray | None = None) -> None:
+        self._store = pairs if isinstance(pairs, PairStore) else None
+        self._list = None if self._store is not None else list(pairs)
+        size = len(self._store) if self._store is not None else len(self._list)
+        self._positions = np.arange(size) if positions is None else np.asarray(positions)
+        self._reference: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self._positions)
 
     def __getitem__(self, i: int) -> TokenizedPair:
-        return self.pairs[i]
+        position = int(self._positions[i])
+        pair = self._store.pair(position) if self._store is not None else self._list[position]
+        if self._reference is not None:
+            pair = dataclasses.replace(pair, reference_logps=(float(self._reference[i, 0]), float(self._reference[i, 1])))
+        return pair
+
+    @property
+    def pairs(self) -> "_Pairs":
+        """The pairs as a read-only sequence (read from disk on access)."""
+        return _Pairs(self)
 
     @property
     def lengths(self) -> list[int]:
-        return [p.length for p in self.pairs]
+        if self._store is not None:
+            return self._store.lengths()[self._positions].tolist()
+        return [self._list[int(p)].length for p in self._positions]
+
+    def fingerprint(self) -> str:
+        """A digest of exactly these pairs: the store's checksum and the selection, or the pairs themselves."""
+        h = hashlib.sha256()
+        if self._store is not None:
+            h.update(self._store.meta["checksum"].encode())
+            h.update(np.ascontiguousarray(self._positions, dtype=np.int64).tobytes())
+        else:
+            for position in self._positions:
+                h.update(json.dumps(self._list[int(position)].to_json()).encode())
+        return h.hexdigest()
+
+    def select(self, indices: Sequence[int]) -> "PairDataset":
+        """The pairs at these indices of this dataset (sharing its store)."""
+        source = self._store if self._store is not None else self._list
+        return PairDataset(source, self._positions[np.asarray(indices, dtype=np.int64)])
+
+    def attach_reference(self, chosen: Sequence[float], rejected: Sequence[float]) -> None:
+        self._reference = np.stack([np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)], 1)
+
+
+class _Pairs(Sequence):
+    def __init__(self, dataset: PairDataset) -> None:
+        self._dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._dataset[j] for j in range(*i.indices(len(self)))]
+        return self._dataset[i if i >= 0 else len(self) + i]
 
 
 DataSpec = str | list[dict[str, Any]] | None
@@ -99,6 +162,9 @@ class PreferenceDataModule(L.LightningDataModule):
         use_cache: read and write that cache (false: tokenize every time).
         trust_remote_code: allow tokenizer code from the Hub; under the command it follows
             ``model.trust_remote_code``.
+        num_proc: processes that tokenize (None: the available cores); the ids do not depend on it.
+        streaming: read a Hugging Face dataset id as a stream (rows in the stream's order; nothing is
+            downloaded whole before tokenization starts).
         chat_template: the Jinja chat template for conversational rows, as a path to a ``.jinja`` file or the
             template text; None: the tokenizer's own.
         max_row_chars: a row whose prompt, chosen and rejected hold more characters than this is a bad row
@@ -135,6 +201,8 @@ class PreferenceDataModule(L.LightningDataModule):
         trust_remote_code: bool = False,
         max_row_chars: int | None = 1_000_000,
         chat_template: str | None = None,
+        num_proc: int | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__()
         if truncation not in ("keep_end", "keep_start"):
@@ -161,6 +229,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.trust_remote_code = trust_remote_code
         self.max_row_chars = max_row_chars
         self.chat_template = chat_template
+        self.num_proc, self.streaming = num_proc, streaming
         self._tokenizer = None
         self.datasets: dict[str, PairDataset] = {}
         self.reports: dict[str, SplitReport] = {}
@@ -193,9 +262,7 @@ class PreferenceDataModule(L.LightningDataModule):
         if spec is None:
             return None
         hub_split = {"train": self.split, "val": self.val_split, "test": self.test_split}[split]
-        pairs, report = self._prepare(Source(spec, hub_split, self.subset))
-        self.datasets[split], self.reports[split] = PairDataset(pairs), report
-        log.info(report.summary())
+        self.datasets[split], self.reports[split] = self._prepare(Source(spec, hub_split, self.subset, self.streaming))
         return self.datasets[split]
 
     def describe(self, stage: str | None = None) -> str:
@@ -228,8 +295,8 @@ class PreferenceDataModule(L.LightningDataModule):
             raise PreferenceDataError(f"val_fraction={self.val_fraction} leaves no training pairs out of {len(train)}")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
         val_ids, train_ids = sorted(order[:n_val]), sorted(order[n_val:])
-        self.datasets["val"] = PairDataset([train.pairs[i] for i in val_ids])
-        self.datasets["train"] = PairDataset([train.pairs[i] for i in train_ids])
+        self.datasets["val"] = train.select(val_ids)
+        self.datasets["train"] = train.select(train_ids)
 
     def _settings(self) -> dict:
         return {
@@ -238,23 +305,29 @@ class PreferenceDataModule(L.LightningDataModule):
             "drop_identical": self.drop_identical, "max_row_chars": self.max_row_chars,
         }
 
-    def _prepare(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
-        key = settings = None
-        if self.use_cache:
-            settings = dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer), **self._settings())
-            key = cache.cache_key(**settings)
-            hit = cache.load(self.cache_dir, key, settings, check=_tokenized_entry_problem)
-            if hit is not None:
-                return [TokenizedPair.from_json(r) for r in hit["pairs"]], SplitReport(**hit["report"])
-        pairs, report = self._tokenize_source(source)
-        if key is not None:
-            cache.store(self.cache_dir, key, {"pairs": [p.to_json() for p in pairs], "report": report.__dict__}, settings)
-        return pairs, report
+    def _prepare(self, source: Source) -> tuple[PairDataset, SplitReport]:
+        """The split's store: from the cache when a verified entry exists, else tokenized into it. A file lock
+        makes the processes of one machine tokenize once: the first builds, the others wait and read it."""
+        settings = json.loads(json.dumps(dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer),
+                                              **self._settings()), sort_keys=True, default=str))
+        if not self.use_cache:
+            folder = Path(tempfile.mkdtemp(prefix="preflight-split-")) / "store"
+            atexit.register(shutil.rmtree, folder.parent, True)
+            return self._tokenize_source(source, folder, settings)
+        folder = self.cache_dir / cache.cache_key(**settings)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if folder.exists():
+                problem = store_problem(folder, settings)
+                if problem is None:
+                    store = PairStore(folder)
+                    return PairDataset(store), SplitReport(**store.meta["report"])
+                log.warning("preflight: cache entry %s %s: rebuilding it", folder, problem)
+            return self._tokenize_source(source, folder, settings)
 
-    def _tokenize_source(self, source: Source) -> tuple[list[TokenizedPair], SplitReport]:
+    def _examples(self, source: Source, report: SplitReport) -> Iterator[PreferenceExample]:
+        """The usable examples of the source, in order; bad and identical rows counted (or raised)."""
         names = column_names(self.columns)
-        report = SplitReport(source.name)
-        pairs: list[TokenizedPair] = []
         for row in source.rows():
             report.rows += 1
             try:
@@ -270,19 +343,32 @@ class PreferenceDataModule(L.LightningDataModule):
             if self.drop_identical and example.chosen == example.rejected:
                 report.identical += 1
                 continue
-            pair = truncate(
-                tokenize_example(self.tokenizer, example), self.max_length, self.max_prompt_length, self.truncation
-            )
-            if pair is None:
-                report.truncated_away += 1
-                continue
-            pairs.append(pair)
-        report.kept = len(pairs)
-        if report.rows == 0:
-            raise PreferenceDataError(f"{source.name}: the dataset is empty (no rows)")
-        if not pairs:
-            raise PreferenceDataError(f"{source.name}: no usable pairs ({report.summary()})")
-        return pairs, report
+            yield example
+
+    def _tokenize_source(self, source: Source, folder: Path, settings: dict) -> tuple[PairDataset, SplitReport]:
+        report = SplitReport(source.name)
+        started, processes = time.perf_counter(), self.num_proc or available_cores()
+        examples = self._examples(source, report)
+        chunks = iter(lambda: list(itertools.islice(examples, CHUNK)), [])
+        limits = Limits(self.max_length, self.max_prompt_length, self.truncation)
+        writer = PairStoreWriter(folder)
+        try:
+            for tokenized in tokenize_chunks(self.tokenizer, chunks, limits, processes):
+                kept = [p for p in tokenized if p is not None]
+                report.truncated_away += len(tokenized) - len(kept)
+                report.kept += len(kept)
+                writer.add(kept)
+            if report.rows == 0:
+                raise PreferenceDataError(f"{source.name}: the dataset is empty (no rows)")
+            if not report.kept:
+                raise PreferenceDataError(f"{source.name}: no usable pairs ({report.summary()})")
+        except BaseException:
+            writer.abort()
+            raise
+        store = writer.finish({"settings": settings, "report": report.__dict__})
+        log.info("preflight: data: tokenized %s: %d pairs in %.1f s (%d processes)", source.name, report.kept,
+                 time.perf_counter() - started, processes)
+        return PairDataset(store), report
 
     def _check_size(self, example) -> None:
         if self.max_row_chars is None:
@@ -297,8 +383,7 @@ class PreferenceDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         if not len(chosen) == len(rejected) == len(dataset):
             raise ValueError(f"{split}: {len(chosen)} reference values for {len(dataset)} pairs")
-        for pair, c, r in zip(dataset.pairs, chosen, rejected):
-            pair.reference_logps = (float(c), float(r))
+        dataset.attach_reference(chosen, rejected)
 
     # ------------------------------------------------------------------ loaders
     @property
@@ -388,20 +473,6 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def _tokenized_entry_problem(payload: Any) -> str | None:
-    """What is wrong with the shape of a tokenized split read from the cache, or None."""
-    pairs, report = payload.get("pairs"), payload.get("report")
-    if not isinstance(pairs, list) or not pairs:
-        return "holds no pairs"
-    if not isinstance(report, dict) or report.get("kept") != len(pairs):
-        return "holds a report that does not match its pairs"
-    for row in pairs:
-        if not (isinstance(row, list) and len(row) == 5 and all(isinstance(x, list) for x in row[1:4])
-                and row[2] and row[3]):
-            return "holds a pair of the wrong shape"
-    return None
 
 
 def _text_length(value: Any) -> int:

@@ -35,6 +35,7 @@ class Source:
     spec: Any
     split: str | None = None
     subset: str | None = None
+    streaming: bool = False
 
     @property
     def name(self) -> str:
@@ -76,7 +77,7 @@ class Source:
         elif kind == "dataset":
             h.update(str(getattr(self.spec, "_fingerprint", id(self.spec))).encode())
         elif kind == "hub":
-            h.update(f"{self.spec}|{self.split}|{self.subset}".encode())
+            h.update(f"{self.spec}|{self.split}|{self.subset}|{self.streaming}".encode())
         elif kind == "folder":
             h.update(f"{self.split}|{self.subset}".encode())
             for file in sorted(p for p in Path(self.spec).rglob("*") if p.is_file()):
@@ -146,11 +147,14 @@ class Source:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(self.spec)
-        except Exception as err:  # pyarrow raises several types for corrupt files
+            batches = pq.ParquetFile(self.spec).iter_batches(batch_size=4096)  # bounded memory, whatever the file
+            i = 0
+            for batch in batches:
+                for value in batch.to_pylist():
+                    yield RawRow(f"{self.spec}, row {i + 1}", i, value)
+                    i += 1
+        except (OSError, ValueError) as err:  # pyarrow's errors for corrupt files derive from these
             raise PreferenceDataError(f"{self.spec}: cannot read Parquet ({err})") from None
-        for i, value in enumerate(table.to_pylist()):
-            yield RawRow(f"{self.spec}, row {i + 1}", i, value)
 
     def _csv_rows(self) -> Iterator[RawRow]:
         raw = Path(self.spec).read_bytes()
@@ -177,7 +181,7 @@ class Source:
             elif Path(self.spec).is_dir() and (Path(self.spec) / "dataset_info.json").is_file():
                 ds = datasets.load_from_disk(str(self.spec))
             else:
-                ds = datasets.load_dataset(str(self.spec), self.subset, split=split)
+                ds = datasets.load_dataset(str(self.spec), self.subset, split=split, streaming=self.streaming)
         except Exception as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             what = "a folder" if Path(self.spec).is_dir() else "not a file"

@@ -289,7 +289,7 @@ class PreferenceModule(PreflightModule):
             dataset = datamodule.dataset(split)
             if dataset is None:
                 continue
-            digest = _digest_pairs(dataset.pairs)
+            digest = dataset.fingerprint() if hasattr(dataset, "fingerprint") else _digest_pairs(dataset.pairs)
             entry = self._precomputed.get(split)
             if entry is not None and (not isinstance(entry, dict) or entry.get("data") != digest):
                 if not self._reference_is_rebuildable():

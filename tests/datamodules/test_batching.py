@@ -81,9 +81,10 @@ def test_cache_round_trip(tmp_path):
     kw = dict(train=str(TRAIN), cache_dir=str(tmp_path / "cache"))
     first = PreferenceDataModule(str(TOKENIZER), **kw)
     first.setup("fit")
-    entries = list((tmp_path / "cache").glob("*.json"))
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert len(entries) == 1
-    json.loads(entries[0].read_text())  # plain JSON, never pickle
+    assert sorted(p.name for p in entries[0].iterdir()) == ["ids.bin", "margin.npy", "meta.json", "pairs.npy"]
+    json.loads((entries[0] / "meta.json").read_text())  # arrays and JSON, never pickle
     second = PreferenceDataModule(str(TOKENIZER), **kw)
     start = time.perf_counter()
     second.setup("fit")
@@ -91,7 +92,7 @@ def test_cache_round_trip(tmp_path):
     assert [p.to_json() for p in second.datasets["train"].pairs] == [p.to_json() for p in first.datasets["train"].pairs]
     # a different setting is a different entry
     PreferenceDataModule(str(TOKENIZER), max_length=32, **kw).setup("fit")
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 2
 
 
 def test_cache_key_follows_the_data(tmp_path):

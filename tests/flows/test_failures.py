@@ -210,33 +210,38 @@ def cache_entries(root: Path, kind: str) -> list[Path]:
 def test_a_damaged_cache_entry_is_reported_and_rebuilt(preflight, workdir, tmp_path, monkeypatch, damage):
     import json
 
+    import numpy as np
+
+    from preflight.datamodules.store import checksum
+
     cache_root = tmp_path / "cache"
     monkeypatch.setenv("PREFLIGHT_CACHE", str(cache_root))
     args = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.val", "null"]
     assert preflight(*args).code == 0
-    [entry] = cache_entries(cache_root, "tokenized")
-    good = json.loads(entry.read_text())
-    if damage == "swapped":  # chosen and rejected exchanged: the inverse preference, were it used
-        bad = json.loads(entry.read_text())
-        for row in bad["payload"]["pairs"]:
-            row[2], row[3] = row[3], row[2]
-        entry.write_text(json.dumps(bad))
+    [entry] = [p for p in (cache_root / "tokenized").iterdir() if p.is_dir()]
+    good = {name: (entry / name).read_bytes() for name in ("ids.bin", "pairs.npy", "margin.npy")}
+    meta = json.loads((entry / "meta.json").read_text())
+    if damage == "swapped":  # chosen and rejected exchanged in one pair: the inverse preference, were it used
+        table = np.load(entry / "pairs.npy")
+        start, chosen, rejected, end = table[0, 1:]
+        ids = np.fromfile(entry / "ids.bin", dtype=np.int32)
+        ids[chosen:end] = np.concatenate([ids[rejected:end], ids[chosen:rejected]])
+        table[0, 3] = chosen + (end - rejected)
+        ids.tofile(entry / "ids.bin")
+        np.save(entry / "pairs.npy", table)
     elif damage == "emptied":  # even with a checksum that matches: a split without pairs is no cache
-        from preflight.datamodules.cache import checksum
-
-        bad = {**good, "payload": {**good["payload"], "pairs": []}}
-        bad["checksum"] = checksum(bad["payload"])
-        entry.write_text(json.dumps(bad))
+        np.save(entry / "pairs.npy", np.zeros((0, 5), dtype=np.int64))
+        (entry / "meta.json").write_text(json.dumps({**meta, "checksum": checksum(entry)}))
     elif damage == "foreign":
-        entry.write_text(json.dumps({"pairs": "not a list"}))
+        (entry / "meta.json").write_text(json.dumps({"pairs": "not a list"}))
     else:
-        entry.write_text(entry.read_text()[:100])
+        (entry / "ids.bin").write_bytes(good["ids.bin"][:100])
     result = preflight(*args)
     assert result.code == 0
     reasons = {"swapped": "does not match its checksum (changed or damaged)", "emptied": "holds no pairs",
-               "foreign": "is not a preflight cache entry", "truncated": "unreadable (JSONDecodeError)"}
+               "foreign": "is not a preflight cache entry", "truncated": "does not match its checksum (changed or damaged)"}
     assert f"preflight: cache entry {entry} {reasons[damage]}: rebuilding it" in result.err
-    assert json.loads(entry.read_text())["payload"] == good["payload"]  # rebuilt as it was
+    assert {name: (entry / name).read_bytes() for name in good} == good  # rebuilt as it was
 
 
 def test_damaged_precomputed_reference_values_are_rebuilt(preflight, workdir, tmp_path, monkeypatch):
