@@ -276,6 +276,15 @@ def export_main(argv: list[str]) -> None:
     print(f"preflight: exported {path} to {out}")
 
 
+def _close_process_group() -> None:
+    """Shut the distributed backend down before the interpreter does: gloo's threads outliving their
+    process group can abort the process at exit after a finished run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def losses_main(argv: list[str]) -> None:
     from .losses.catalog import format_catalog, loss_catalog
 
@@ -331,7 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         elif argv[:1] == ["losses"]:
             losses_main(argv[1:])
         else:
-            build_cli(argv if explicit else None)
+            try:
+                build_cli(argv if explicit else None)
+            finally:
+                _close_process_group()
     except SIGTERMException as err:  # a SystemExit with status 0 from Lightning: never report success
         interrupted = getattr(err, "preflight_interrupted", None) or Interrupted("SIGTERM", -1, None)
         print(f"preflight: {interrupted}", file=sys.stderr, flush=True)
