@@ -170,7 +170,7 @@ def main() -> None:
         result = fn(WORK / f"pairs-{sizes[0]}.jsonl", WORK / "tokenizer-32k", Path(args.cache), args.num_proc)
         Path(args.json).write_text(json.dumps(result))
         return
-    tokenizer = prepare(sizes)
+    prepare(sizes)
     rows = []
     for size in sizes:
         for runner in args.runners.split(","):
