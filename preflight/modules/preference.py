@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -194,11 +193,17 @@ class PreferenceModule(PreflightModule):
         """The log-probs through the given paths (the model's own logit transform and attention
         patterns applied where a fast path needs them)."""
         lm = unwrap_peft(model)
-        transform = analyze_head(lm)[0] if fused else None
-        if fused and transform is None:
-            raise FastPathError(f"the fused lm_head is not exact for {type(lm).__name__}")
+        path = self.path_for(model)  # its transform and patterns, analyzed once; re-analyzed only for a forced path
+        transform = None
+        if fused:
+            transform = path.transform if path.fused else analyze_head(lm)[0]
+            if transform is None:
+                raise FastPathError(f"the fused lm_head is not exact for {type(lm).__name__}")
         if packed:
-            return self._packed_logps(model, lm, batch, transform if fused else None, fused)
+            patterns, problem = (path.patterns, None) if path.shared else analyze_attention(lm)
+            if problem:
+                raise FastPathError(f"the shared prompt is not exact for {type(lm).__name__}: {problem}")
+            return self._packed_logps(model, lm, batch, transform, patterns)
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
@@ -206,10 +211,8 @@ class PreferenceModule(PreflightModule):
                                      self._chunk_size(lm), transform)
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
-    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], transform, fused: bool) -> Tensor:
-        patterns, problem = analyze_attention(lm)
-        if problem:
-            raise FastPathError(f"the shared prompt is not exact for {type(lm).__name__}: {problem}")
+    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], transform, patterns) -> Tensor:
+        """The shared-prompt forward; `transform` is None for full logits, else the fused head's transform."""
         packed = pack_pairs(batch)
         dtype = next(lm.parameters()).dtype
         as_given = (lambda m: m) if lm.config._attn_implementation == "sdpa" else (lambda m: additive_mask(m, dtype))
@@ -218,7 +221,7 @@ class PreferenceModule(PreflightModule):
         else:
             mask = as_given(packed.mask(patterns))
         kwargs = dict(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
-        if fused:
+        if transform is not None:
             hidden = lm.get_decoder()(**kwargs).last_hidden_state
             token = token_logps_from_hidden(hidden[packed.rows, packed.sources], lm.get_output_embeddings(),
                                             packed.targets, self._chunk_size(lm), transform)
@@ -289,7 +292,7 @@ class PreferenceModule(PreflightModule):
             dataset = datamodule.dataset(split)
             if dataset is None:
                 continue
-            digest = dataset.fingerprint() if hasattr(dataset, "fingerprint") else _digest_pairs(dataset.pairs)
+            digest = dataset.fingerprint()
             entry = self._precomputed.get(split)
             if entry is not None and (not isinstance(entry, dict) or entry.get("data") != digest):
                 if not self._reference_is_rebuildable():
@@ -360,13 +363,6 @@ def _is_table(table, rows: int) -> bool:
     return (isinstance(table, list) and len(table) == rows
             and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
                     for r in table))
-
-
-def _digest_pairs(pairs) -> str:
-    h = hashlib.sha256()
-    for pair in pairs:
-        h.update(json.dumps(pair.to_json()).encode())
-    return h.hexdigest()
 
 
 def _digest_weights(model: nn.Module) -> str:
