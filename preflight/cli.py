@@ -159,10 +159,12 @@ class PreflightCLI(LightningCLI):
                 for report in self.datamodule.problem_reports(self.subcommand):
                     print(f"preflight: data: {report}", flush=True)
         trainer_config = self._get(self.config_init, "trainer", default={})
-        version = self._resolve_checkpoint(trainer_config)
+        default_run = (Path(trainer_config.get("default_root_dir") or DEFAULT_ROOT),
+                       self._get(self.config, "run_name") or self.model.run_name())
+        located = self._resolve_checkpoint(default_run)
         if trainer_config.get("logger") in (None, True):
-            root = trainer_config.get("default_root_dir") or DEFAULT_ROOT
-            run_root, name = self._run_folder(root)
+            # a resumed or validated run keeps logging in its checkpoint's folder, else a new version of the run
+            run_root, name, version = located or (*default_run, None)
             # absolute, so a resumed run's checkpoint folder is recognized as the same (its `last.ckpt` is replaced)
             logger = RunLogger(save_dir=str(Path(run_root).absolute()), name=name, version=version)
             kwargs["logger"] = logger
@@ -178,23 +180,15 @@ class PreflightCLI(LightningCLI):
                 self.trainer_defaults["callbacks"].append(StepProgressBar())
         return super().instantiate_trainer(**kwargs)
 
-    def _run_folder(self, root: str) -> tuple[Path, str]:
-        checkpoint = self._get(self.config_init, "ckpt_path")
-        located = run_location(checkpoint) if checkpoint else None
-        if located:  # a resumed or validated run keeps logging in its own folder
-            return located[0], located[1]
-        return Path(root), self._get(self.config, "run_name") or self.model.run_name()
-
-    def _resolve_checkpoint(self, trainer_config: dict) -> int | None:
-        """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of this run, check that the checkpoint
-        belongs to this config, and return its version folder number (None for a new run)."""
+    def _resolve_checkpoint(self, default_run: tuple[Path, str]) -> tuple[Path, str, int] | None:
+        """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of the run, check that the checkpoint belongs
+        to this config, and return (root, run name, version) of the run folder it is in (None: a new run)."""
         if self.subcommand not in SUBCOMMANDS:
             return None
         spec = self._get(self.config_init, "ckpt_path")
         if not spec or spec in ("best", "hpc", "registry"):
             return None
-        root = trainer_config.get("default_root_dir") or DEFAULT_ROOT
-        run_dir = Path(root) / (self._get(self.config, "run_name") or self.model.run_name())
+        run_dir = default_run[0] / default_run[1]
         if spec == "last":
             newest = latest_checkpoint(run_dir)
             if newest is None:
@@ -206,8 +200,7 @@ class PreflightCLI(LightningCLI):
         if not self._get(self.config, "allow_changed_config"):
             check_checkpoint_matches(path, self.model)
         self.config_init[self.subcommand]["ckpt_path"] = str(path)
-        located = run_location(path)
-        return located[2] if located else None
+        return run_location(path)
 
 
 def _is_main_process() -> bool:
