@@ -28,8 +28,18 @@ def default_cache_dir() -> Path:
     return Path(root) / "tokenized"
 
 
+def plain(parts: dict[str, Any]) -> dict[str, Any]:
+    """The settings as they read back from JSON (what an entry stores and is compared with)."""
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
 def _settings(parts: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str))
+    return plain({"version": CACHE_VERSION, **parts})
+
+
+def report_rebuild(path: Path, problem: str) -> None:
+    """The one line that says a cache entry is not used, and why."""
+    log.warning("preflight: cache entry %s %s: rebuilding it", path, problem)
 
 
 def cache_key(**parts: Any) -> str:
@@ -57,7 +67,7 @@ def load(directory: Path, key: str, settings: dict[str, Any] | None = None,
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         problem = f"unreadable ({type(err).__name__})"
     if problem:
-        log.warning("preflight: cache entry %s %s: rebuilding it", path, problem)
+        report_rebuild(path, problem)
         return None
     return entry["payload"]
 

@@ -35,6 +35,8 @@ from .tokenization import TokenizedPair, tokenizer_fingerprint
 
 log = logging.getLogger("preflight.data")
 MAX_REPORTED = 5
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+ALL_SPLITS = ("train", "val", "test")
 CHUNK = 2000  # examples a worker tokenizes at a time
 
 
@@ -247,8 +249,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in wanted.get(stage, ("train", "val", "test")):
+        for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             self.dataset(split)
 
     def dataset(self, split: str) -> PairDataset | None:
@@ -267,9 +268,8 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def describe(self, stage: str | None = None) -> str:
         """One line naming the sources and sizes of the splits a stage uses (printed by the command)."""
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         parts = []
-        for split in wanted:
+        for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             dataset = self.dataset(split)
             if dataset is None:
                 parts.append(f"{split}: none")
@@ -284,8 +284,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def problem_reports(self, stage: str | None = None) -> list[str]:
         """One line per split of the stage that lost rows (bad, identical, truncated away), with the first locations."""
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
-        reports = [self.reports[s] for s in wanted if s in self.reports]
+        reports = [self.reports[s] for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if s in self.reports]
         return [r.summary() for r in reports if r.bad or r.identical or r.truncated_away]
 
     def _carve_validation(self) -> None:
@@ -308,8 +307,8 @@ class PreferenceDataModule(L.LightningDataModule):
     def _prepare(self, source: Source) -> tuple[PairDataset, SplitReport]:
         """The split's store: from the cache when a verified entry exists, else tokenized into it. A file lock
         makes the processes of one machine tokenize once: the first builds, the others wait and read it."""
-        settings = json.loads(json.dumps(dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer),
-                                              **self._settings()), sort_keys=True, default=str))
+        settings = cache.plain(dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer),
+                                    **self._settings()))
         if not self.use_cache:
             folder = Path(tempfile.mkdtemp(prefix="preflight-split-")) / "store"
             atexit.register(shutil.rmtree, folder.parent, True)
@@ -322,7 +321,7 @@ class PreferenceDataModule(L.LightningDataModule):
                 if problem is None:
                     store = PairStore(folder)
                     return PairDataset(store), SplitReport(**store.meta["report"])
-                log.warning("preflight: cache entry %s %s: rebuilding it", folder, problem)
+                cache.report_rebuild(folder, problem)
             return self._tokenize_source(source, folder, settings)
 
     def _examples(self, source: Source, report: SplitReport) -> Iterator[PreferenceExample]:
