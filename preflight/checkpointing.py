@@ -34,7 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; give it the usual mode
             os.replace(tmp, target)
         except OSError as err:  # a full disk, a lost mount: the previous checkpoint is untouched
             Path(tmp).unlink(missing_ok=True)
@@ -60,7 +60,20 @@ def _remove_stale_temporaries(target: Path, before_ns: int) -> None:
             pass
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class CheckpointReadError(PreflightConfigError):
+    """A checkpoint file that cannot be read (truncated, or not a checkpoint); the message names its path."""
+
+
+def read_checkpoint_file(path: str | Path, **load_kwargs: Any) -> dict:
+    """`torch.load` of a checkpoint file as plain data (``weights_only=True``), or a one-line error naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, **load_kwargs)
+    except Exception as err:  # truncated or foreign files raise several types (zip, unpickler, EOF)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointReadError(f"{path}: cannot read the checkpoint ({first})") from None

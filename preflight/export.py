@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from .errors import PreflightConfigError
+from .checkpointing import current_umask, read_checkpoint_file
 from .modules import PreferenceModule, PreflightModule, RewardModule
 from .modules.models import is_peft
 
@@ -44,7 +43,7 @@ def export_module(module: L.LightningModule, out: str | Path, tokenizer: Any = N
             tokenizer.save_pretrained(staging)
         if out.exists():
             shutil.rmtree(out)
-        mask = _umask()  # mkdtemp (and some writers) make files private; give them the usual modes
+        mask = current_umask()  # mkdtemp (and some writers) make files private; give them the usual modes
         staging.chmod(0o777 & ~mask)
         for file in staging.rglob("*"):
             file.chmod((0o777 if file.is_dir() else 0o666) & ~mask)
@@ -55,22 +54,12 @@ def export_module(module: L.LightningModule, out: str | Path, tokenizer: Any = N
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint as one dict, with weights_only=True; a sharded (FSDP2 / distributed) checkpoint
     folder is consolidated first."""
     path = Path(path)
     if not path.is_dir():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or foreign files raise several types (zip, unpickler, EOF)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise PreflightConfigError(f"{path}: cannot read the checkpoint ({first})") from None
+        return read_checkpoint_file(path)
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     with tempfile.TemporaryDirectory() as tmp:

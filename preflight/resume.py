@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
+from .checkpointing import read_checkpoint_file
 from .errors import PreflightConfigError
 
 DEFINING = ("model", "loss", "peft", "reference", "reference_model")
@@ -26,13 +26,7 @@ class CheckpointMismatchError(PreflightConfigError):
 def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The checkpoint's entries other than tensors that matter here, read as plain data (weights_only)."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
-        else:
-            meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # a truncated or foreign file: pickle, zip and unpickler errors differ
-        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint ({str(err).splitlines()[0][:200]})") from None
+    meta = read_checkpoint_file(path / "meta.pt") if path.is_dir() else read_checkpoint_file(path, mmap=True)
     return {k: meta.get(k) for k in ("preflight_module", "hyper_parameters")}
 
 
