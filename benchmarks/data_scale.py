@@ -79,7 +79,8 @@ def build_tokenizer(folder: Path, corpus: Path) -> None:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     with open(corpus) as f:
         tok.train_from_iterator((json.loads(line)["chosen"] for line in f), trainer)
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>").save_pretrained(folder)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(folder)
 
 
 def prepare(sizes: list[int]) -> Path:
@@ -102,22 +103,34 @@ def prepare(sizes: list[int]) -> Path:
 
 
 # ---------------------------------------------------------------------- one measurement (its own process)
+def _measured(setup, batches) -> dict:
+    """Time `setup()` (which returns the prepared data and its pair count), then one pass over `batches(data)`,
+    with RSS above the process's baseline after each."""
+    base = rss_mib()
+    start = time.perf_counter()
+    data, pairs = setup()
+    setup_s = time.perf_counter() - start
+    after_setup = rss_mib() - base
+    start = time.perf_counter()
+    for _ in batches(data):
+        pass
+    return {"setup_s": setup_s, "epoch_s": time.perf_counter() - start, "rss_growth_setup": after_setup,
+            "rss_growth_epoch": rss_mib() - base, "peak": peak_mib(), "pairs": pairs}
+
+
 def measure_preflight(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict:
     from preflight import PreferenceDataModule
     from preflight.datamodules import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer))
-    base = rss_mib()
-    start = time.perf_counter()
-    dm = PreferenceDataModule(tok, train=str(path), batch_size=8, max_length=1024, cache_dir=str(cache), num_proc=num_proc)
-    dm.setup("fit")
-    setup_s = time.perf_counter() - start
-    after_setup = rss_mib() - base
-    start = time.perf_counter()
-    for _ in dm.train_dataloader():
-        pass
-    return {"setup_s": setup_s, "epoch_s": time.perf_counter() - start, "rss_growth_setup": after_setup,
-            "rss_growth_epoch": rss_mib() - base, "peak": peak_mib(), "pairs": len(dm.dataset("train"))}
+
+    def setup():
+        dm = PreferenceDataModule(tok, train=str(path), batch_size=8, max_length=1024, cache_dir=str(cache),
+                                  num_proc=num_proc)
+        dm.setup("fit")
+        return dm, len(dm.dataset("train"))
+
+    return _measured(setup, lambda dm: dm.train_dataloader())
 
 
 def measure_trl(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict:
@@ -129,19 +142,16 @@ def measure_trl(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict
     tok = AutoTokenizer.from_pretrained(tokenizer)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=32_000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=32))
-    base = rss_mib()
-    start = time.perf_counter()
-    data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
-    args = DPOConfig(output_dir=str(cache / "out"), report_to=[], use_cpu=True, max_length=1024,
-                     dataset_num_proc=num_proc, per_device_train_batch_size=8)
-    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tok)
-    setup_s = time.perf_counter() - start
-    after_setup = rss_mib() - base
-    start = time.perf_counter()
-    for _ in trainer.get_train_dataloader():
-        pass
-    return {"setup_s": setup_s, "epoch_s": time.perf_counter() - start, "rss_growth_setup": after_setup,
-            "rss_growth_epoch": rss_mib() - base, "peak": peak_mib(), "pairs": len(trainer.train_dataset)}
+
+    def setup():
+        data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
+        args = DPOConfig(output_dir=str(cache / "out"), report_to=[], use_cpu=True, max_length=1024,
+                         dataset_num_proc=num_proc, per_device_train_batch_size=8)
+        trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=data,
+                             processing_class=tok)
+        return trainer, len(trainer.train_dataset)
+
+    return _measured(setup, lambda trainer: trainer.get_train_dataloader())
 
 
 def run_worker(runner: str, size: int, num_proc: int, cache: Path) -> dict:
@@ -184,14 +194,16 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
     lines = ["", f"## Data preparation at scale (`python benchmarks/data_scale.py --sizes {args.sizes} "
              f"--runners {args.runners} --num-proc {args.num_proc}`)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; tokenizer: 32k BPE trained "
-             "on the generated data; each cell its own process.", "",
-             "| runner | pairs | cold setup (s) | warm setup (s) | peak RSS (MiB) | RSS growth after setup / after an epoch (MiB) "
-             "| cache (MiB) | epoch of batches (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+             "tokenizer: 32k BPE trained on the generated data; each cell its own process.", "",
+             "| runner | pairs | cold setup (s) | warm setup (s) | peak RSS (MiB) "
+             "| RSS growth after setup / after an epoch (MiB) | cache (MiB) | epoch of batches (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         c, w = r["cold"], r["warm"]
         lines.append(f"| {r['runner']} | {r['size']:,} | {c['setup_s']:.1f} | {w['setup_s']:.2f} | {c['peak']:.0f} | "
-                     f"{w['rss_growth_setup']:.0f} / {w['rss_growth_epoch']:.0f} | {r['cache_mib']:.0f} | {w['epoch_s']:.1f} |")
+                     f"{w['rss_growth_setup']:.0f} / {w['rss_growth_epoch']:.0f} | {r['cache_mib']:.0f} "
+                     f"| {w['epoch_s']:.1f} |")
     with open(args.out, "a") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
