@@ -235,7 +235,7 @@ def describe_patterns(patterns) -> str:
 
 
 # ---------------------------------------------------------------------- the decision
-def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting, sharded: bool = False) -> LogpsPath:
+def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting) -> LogpsPath:
     """The paths for `lm` (a transformers causal LM, PEFT unwrapped) under the module's settings.
 
     ``off`` is off; ``auto`` is on exactly where the path is exact; ``on`` is on, or a `FastPathError`
@@ -243,8 +243,6 @@ def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting, s
     """
     name = type(lm).__name__
     transform, head_problem = (None, "off as set") if fused_lm_head == "off" else analyze_head(lm)
-    if sharded and fused_lm_head != "off":
-        transform, head_problem = None, "FSDP2 shards the head weight, which it reads outside the root's forward"
     if fused_lm_head == "on" and head_problem:
         raise FastPathError(f"fused_lm_head: on is not exact for {name}: {head_problem}")
     patterns, attention_problem = (None, "off as set") if shared_prompt == "off" else analyze_attention(lm)

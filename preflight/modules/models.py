@@ -163,3 +163,26 @@ def shard_fsdp2(model: nn.Module, mesh) -> nn.Module:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
+
+
+def is_fsdp2_root(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def inside_forward(root: nn.Module, function, *args, **kwargs):
+    """``function(*args, **kwargs)`` run as `root`'s forward, so the hooks a sharding strategy put on the
+    root (FSDP2: gather the root's own parameters, such as the lm_head, before; re-shard and reduce their
+    gradients after) wrap it as they wrap the model's own forward."""
+    original = root.forward
+
+    def redirected(*_args, **_kwargs):
+        root.forward = original  # a nested call of the real forward stays the real one
+        return function(*_args, **_kwargs)
+
+    root.forward = redirected
+    try:
+        return root(*args, **kwargs)
+    finally:
+        root.forward = original

@@ -19,7 +19,8 @@ from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import additive_mask, pack_pairs
-from .models import apply_lora, check_model_source, is_peft, load_model, model_source, shard_fsdp2, unwrap_peft
+from .models import (apply_lora, check_model_source, inside_forward, is_fsdp2_root, is_peft, load_model, model_source,
+                     shard_fsdp2, unwrap_peft)
 
 log = logging.getLogger("preflight")
 # The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
@@ -172,8 +173,7 @@ class PreferenceModule(PreflightModule):
         lm = unwrap_peft(model)
         key = id(lm)
         if key not in self._paths:
-            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt,
-                                           sharded=getattr(self, "_device_mesh", None) is not None)
+            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt)
         return self._paths[key]
 
     def describe_paths(self) -> str:
@@ -206,9 +206,8 @@ class PreferenceModule(PreflightModule):
             return self._packed_logps(model, lm, batch, transform, patterns)
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
-            hidden = lm.get_decoder()(**kwargs).last_hidden_state
-            return logps_from_hidden(hidden, lm.get_output_embeddings(), batch["input_ids"], batch["completion_mask"],
-                                     self._chunk_size(lm), transform)
+            return as_forward(model, _decoder_then_head, lm, kwargs, batch["input_ids"], batch["completion_mask"],
+                              self._chunk_size(lm), transform)
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
     def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], transform, patterns) -> Tensor:
@@ -222,9 +221,8 @@ class PreferenceModule(PreflightModule):
             mask = as_given(packed.mask(patterns))
         kwargs = dict(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
         if transform is not None:
-            hidden = lm.get_decoder()(**kwargs).last_hidden_state
-            token = token_logps_from_hidden(hidden[packed.rows, packed.sources], lm.get_output_embeddings(),
-                                            packed.targets, self._chunk_size(lm), transform)
+            token = as_forward(model, _packed_decoder_then_head, lm, kwargs, packed.rows, packed.sources,
+                               packed.targets, self._chunk_size(lm), transform)
         else:
             logits = model(**kwargs).logits[packed.rows, packed.sources].float()
             token = torch.log_softmax(logits, -1).gather(1, packed.targets[:, None]).squeeze(1)
@@ -355,6 +353,24 @@ class PreferenceModule(PreflightModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
+
+
+def as_forward(model: nn.Module, function, *args):
+    """`function(*args)`, run as the model's forward where the model is an FSDP2 root: the fused head reads the
+    lm_head weight directly, which FSDP2 gathers only inside the root's forward (and reduces after its backward)."""
+    return inside_forward(model, function, *args) if is_fsdp2_root(model) else function(*args)
+
+
+def _decoder_then_head(lm: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask: Tensor, chunk_size: int,
+                       transform) -> Tensor:
+    hidden = lm.get_decoder()(**kwargs).last_hidden_state
+    return logps_from_hidden(hidden, lm.get_output_embeddings(), input_ids, completion_mask, chunk_size, transform)
+
+
+def _packed_decoder_then_head(lm: nn.Module, kwargs: dict, rows: Tensor, sources: Tensor, targets: Tensor,
+                              chunk_size: int, transform) -> Tensor:
+    hidden = lm.get_decoder()(**kwargs).last_hidden_state
+    return token_logps_from_hidden(hidden[rows, sources], lm.get_output_embeddings(), targets, chunk_size, transform)
 
 
 def _is_table(table, rows: int) -> bool:

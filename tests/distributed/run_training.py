@@ -105,7 +105,8 @@ def main() -> None:
     parameters = full_parameters(module)
     if trainer.is_global_zero:
         Path(args.out).write_text(json.dumps({"losses": record.losses, "parameters": parameters,
-                                              "global_step": trainer.global_step}))
+                                              "global_step": trainer.global_step,
+                                              "logps_path": module.hparams["logps_path"]}))
 
 
 if __name__ == "__main__":

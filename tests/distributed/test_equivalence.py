@@ -48,6 +48,7 @@ def test_the_first_steps_actually_train(single):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_two_processes_of_4_equal_one_of_8(single, tmp_path, strategy):
     two = run(tmp_path, strategy, "--strategy", strategy, "--devices", "2", "--batch-size", "4", "--steps", STEPS, "--pairs", PAIRS)
+    assert two["logps_path"]["fused_lm_head"] and single["logps_path"]["fused_lm_head"]  # FSDP2 too: inside the root's forward
     assert_same_training(single, two)
 
 
