@@ -33,7 +33,9 @@ from torch import Tensor, nn
 from ..errors import PreflightConfigError
 
 Setting = Literal["auto", "on", "off"]
-MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+MASK_IMPLEMENTATIONS = ("sdpa", "eager")  # take a dense 4D mask
+BLOCK_MASK_IMPLEMENTATIONS = ("flex_attention",)  # take a FlexAttention BlockMask
+VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")  # take packed rows by position ids
 ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 # class names of sequence mixers that are not attention (matched case-sensitively: "GptOssModel" is no SSM)
 SEQUENCE_MIXER_NAMES = re.compile(r"Mamba|SSM|Ssm[A-Z]|ShortConv|LinearAttention|Linear_?Attn|DeltaNet|Recurrent|Rwkv|RWKV|"
@@ -94,14 +96,24 @@ class LogpsPath:
     transform: LogitTransform | None = None
     # the mask pattern of each layer type (a model that takes a mapping of masks), or of every layer
     patterns: dict[str, AttentionPattern] | AttentionPattern | None = field(default=None)
+    padding_free: bool = False
+    padding_free_reason: str = "off as set"
+    # how rows of several sequences reach attention: "dense" 4D mask, "block" (FlexAttention) or "varlen"
+    rendering: str = "dense"
+
+    @property
+    def uses_layout(self) -> bool:
+        return self.shared or self.padding_free
 
     def describe(self) -> str:
         return (f"fused lm_head {'on' if self.fused else 'off'} ({self.fused_reason}), "
-                f"shared prompt {'on' if self.shared else 'off'} ({self.shared_reason})")
+                f"shared prompt {'on' if self.shared else 'off'} ({self.shared_reason}), "
+                f"padding-free {'on' if self.padding_free else 'off'} ({self.padding_free_reason})")
 
     def as_dict(self) -> dict:
         return {"fused_lm_head": self.fused, "fused_lm_head_reason": self.fused_reason,
-                "shared_prompt": self.shared, "shared_prompt_reason": self.shared_reason}
+                "shared_prompt": self.shared, "shared_prompt_reason": self.shared_reason,
+                "padding_free": self.padding_free, "padding_free_reason": self.padding_free_reason}
 
 
 # ---------------------------------------------------------------------- the head
@@ -181,10 +193,18 @@ def _resolve(obj, path: str):
 # ---------------------------------------------------------------------- attention
 def analyze_attention(lm: nn.Module) -> tuple[dict[str, AttentionPattern] | AttentionPattern | None, str | None]:
     """(the mask pattern(s), None) when the shared-prompt row is exact for `lm`, else (None, why not)."""
-    config, name = lm.config, type(lm).__name__
+    config = lm.config
     implementation = getattr(config, "_attn_implementation", None)
-    if implementation not in MASK_IMPLEMENTATIONS:
-        return None, f"attention implementation {implementation!r} takes no custom 4D mask (sdpa and eager do)"
+    if implementation not in MASK_IMPLEMENTATIONS + BLOCK_MASK_IMPLEMENTATIONS:
+        return None, (f"attention implementation {implementation!r} takes no custom mask "
+                      "(sdpa and eager take a dense one, flex_attention a block mask)")
+    return analyze_layers(lm)
+
+
+def analyze_layers(lm: nn.Module) -> tuple[dict[str, AttentionPattern] | AttentionPattern | None, str | None]:
+    """(the mask pattern(s), None) when every layer mixes tokens only by attention whose pattern a mask
+    applies by position id (so sequences can share a row), else (None, why not); any implementation."""
+    config, name = lm.config, type(lm).__name__
     if getattr(config, "alibi", False) or config.model_type in ("bloom", "mpt"):
         return None, f"{name} uses ALiBi biases computed from the 2D mask"
     for module in lm.modules():
@@ -235,22 +255,38 @@ def describe_patterns(patterns) -> str:
 
 
 # ---------------------------------------------------------------------- the decision
-def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting) -> LogpsPath:
+def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting, padding_free: Setting = "off") -> LogpsPath:
     """The paths for `lm` (a transformers causal LM, PEFT unwrapped) under the module's settings.
 
-    ``off`` is off; ``auto`` is on exactly where the path is exact; ``on`` is on, or a `FastPathError`
-    saying why it would not be exact. Each path is decided on its own.
+    ``off`` is off; ``auto`` is on exactly where the path is exact (padding-free: and where it needs no
+    dense mask over a packed row); ``on`` is on, or a `FastPathError` saying why it would not be exact.
+    Each path is decided on its own.
     """
     name = type(lm).__name__
+    implementation = getattr(lm.config, "_attn_implementation", None)
     transform, head_problem = (None, "off as set") if fused_lm_head == "off" else analyze_head(lm)
     if fused_lm_head == "on" and head_problem:
         raise FastPathError(f"fused_lm_head: on is not exact for {name}: {head_problem}")
     patterns, attention_problem = (None, "off as set") if shared_prompt == "off" else analyze_attention(lm)
     if shared_prompt == "on" and attention_problem:
         raise FastPathError(f"shared_prompt: on is not exact for {name}: {attention_problem}")
-    fused = head_problem is None
-    shared = attention_problem is None
+    packed_patterns, packing_problem = (None, "off as set") if padding_free == "off" else analyze_layers(lm)
+    if packing_problem is None:
+        if implementation in MASK_IMPLEMENTATIONS and padding_free == "auto":
+            packing_problem = (f"{implementation} would need a dense mask over each packed row, quadratic in its "
+                               "length (flex_attention or flash_attention_2 take packed rows; set on to pack anyway)")
+        elif implementation not in MASK_IMPLEMENTATIONS + BLOCK_MASK_IMPLEMENTATIONS + VARLEN_IMPLEMENTATIONS:
+            packing_problem = f"attention implementation {implementation!r} takes no packed rows"
+    if padding_free == "on" and packing_problem:
+        raise FastPathError(f"padding_free: on is not exact for {name}: {packing_problem}")
+    fused, shared, packed = head_problem is None, attention_problem is None, packing_problem is None
+    rendering = ("block" if implementation in BLOCK_MASK_IMPLEMENTATIONS else
+                 "varlen" if implementation in VARLEN_IMPLEMENTATIONS else "dense")
     fused_reason = (transform.describe() or "plain logits") if fused else head_problem
     shared_reason = describe_patterns(patterns) if shared else attention_problem
+    packed_reason = {"block": "FlexAttention block mask", "varlen": "one row, sequences by position ids",
+                     "dense": "dense mask"}[rendering] if packed else packing_problem
+    if shared and rendering == "block":
+        shared_reason += ", FlexAttention block mask"
     return LogpsPath(fused, fused_reason, shared, shared_reason, transform if fused else None,
-                     patterns if shared else None)
+                     patterns if shared else packed_patterns if packed else None, packed, packed_reason, rendering)

@@ -1,16 +1,26 @@
-"""Shared-prompt forward: each pair as one row ``[prompt, chosen, rejected]``.
+"""Rows of several sequences: the shared prompt and padding-free packing.
 
-The prompt is computed once for both completions. A 4D attention mask lets every token see
-the tokens before it, except that rejected tokens never see chosen ones; position ids of
-the rejected completion restart right after the prompt. Each completion is therefore
-computed exactly as in its own ``[prompt, completion]`` row (tested to 1e-5), with the
-prompt paid for once and no padding of the shorter completion to the longer one.
+A `Layout` places the batch's sequences in rows and records, for every position, its document
+(the pair or sequence it belongs to, -1 for padding), its segment (prompt, chosen, rejected) and its
+position id. One rule says which keys a query may attend to:
 
-A model whose layers attend within a sliding window or in chunks gets the same pattern applied
-by position id (`PackedPairs.mask`), one mask per layer type where the model takes a mapping.
+    same document  and  key ≤ query  and  not (query rejected and key chosen)  and  the layer's window
+    (by position id)
 
-The first token of each completion is predicted from the last prompt position; the other
-tokens from the position before them within their own completion.
+so every completion is computed exactly as in its own ``[prompt, completion]`` row (tested to 1e-5).
+Two units of layout:
+
+- **shared prompt**: one unit ``[prompt, chosen, rejected]`` per pair, the prompt computed once for
+  both completions; the rejected positions restart right after the prompt.
+- **separate sequences**: ``[prompt, chosen]`` and ``[prompt, rejected]``, each its own document.
+
+Units go one per row, or several per row up to a token budget (padding-free: the rows hold real
+tokens only, up to the last row's end). The rule is rendered as a dense bool mask [R, 1, L, L] for
+sdpa and eager attention, or as a FlexAttention `BlockMask` built one query block at a time, so no
+[L, L] tensor exists; flash-attention kernels take the packed row through its position ids alone.
+
+The first token of each completion is predicted from the last prompt position; the other tokens
+from the position before them within their own completion.
 """
 
 from __future__ import annotations
@@ -20,75 +30,167 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+FLEX_BLOCK = 128  # FlexAttention's default block size
+
 
 @dataclass
-class PackedPairs:
-    input_ids: Tensor  # [B, L]
-    position_ids: Tensor  # [B, L]
-    attention_mask: Tensor  # [B, 1, L, L], bool: True where a query (row) may attend to a key (column)
-    rows: Tensor  # [N] for every predicted completion token: its packed row,
+class Layout:
+    input_ids: Tensor  # [R, L]
+    position_ids: Tensor  # [R, L] (0 at padding)
+    document: Tensor  # [R, L]: the unit each position belongs to, PAD at padding
+    segment: Tensor  # [R, L]: PROMPT, CHOSEN, REJECTED or PAD
+    rows: Tensor  # [N] for every predicted completion token: its row,
     sources: Tensor  # [N] the position whose output predicts it,
     targets: Tensor  # [N] its token id,
-    slots: Tensor  # [N] and its output row: i for pair i's chosen, B + i for its rejected
-    segment: Tensor | None = None  # [B, L] PROMPT, CHOSEN, REJECTED or PAD per position
+    slots: Tensor  # [N] and its output: i for pair i's chosen, B + i for its rejected
+
+    @property
+    def real_tokens(self) -> int:
+        return int((self.segment != PAD).sum())
+
+    @property
+    def processed_tokens(self) -> int:
+        return self.input_ids.numel()
+
+    def allows(self, row: Tensor, query: Tensor, key: Tensor, pattern=None) -> Tensor:
+        """Whether `query` may attend to `key` in `row` (broadcasting index tensors), with the layer's
+        attention pattern (`fast_paths.AttentionPattern`; None: full) applied by position id."""
+        document = self.document[row, query]
+        allowed = (document == self.document[row, key]) & (document != PAD) & (key <= query)
+        allowed &= ~((self.segment[row, query] == REJECTED) & (self.segment[row, key] == CHOSEN))
+        if pattern is not None and pattern.kind != "full":
+            allowed &= pattern.allows(self.position_ids[row, query], self.position_ids[row, key])
+        return allowed | (query == key)  # padding sees itself: never a row of -inf (NaN)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return self.mask()
 
     def mask(self, pattern=None) -> Tensor:
-        """The bool mask [B, 1, L, L] with an attention pattern (`fast_paths.AttentionPattern`) applied
-        by position id, as the model applies it to each completion's own row; None: full attention."""
-        if pattern is None or pattern.kind == "full":
-            return self.attention_mask
-        allowed = self.attention_mask & pattern.allows(self.position_ids[:, :, None], self.position_ids[:, None, :])[:, None]
-        L = allowed.shape[-1]
-        return allowed | torch.eye(L, dtype=torch.bool, device=allowed.device)[None, None]  # padding rows: never NaN
+        """The dense bool mask [R, 1, L, L]: True where a query (row) may attend to a key (column)."""
+        R, L = self.input_ids.shape
+        index = torch.arange(L, device=self.input_ids.device)
+        rows = torch.arange(R, device=index.device)[:, None, None]
+        return self.allows(rows, index[None, :, None], index[None, None, :], pattern)[:, None]
+
+    def block_mask(self, pattern=None, block: int = FLEX_BLOCK):
+        """The same rule as a FlexAttention `BlockMask`, its block tables computed one query block at a time
+        (memory R × block × L), its `mask_mod` reading the per-position tables."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        R, L = self.input_ids.shape
+        device = self.input_ids.device
+        n = -(-L // block)
+        index = torch.arange(L, device=device)
+        rows = torch.arange(R, device=device)[:, None, None]
+        partial_count = torch.zeros(R, 1, n, dtype=torch.int32, device=device)
+        full_count = torch.zeros_like(partial_count)
+        partial_index = torch.zeros(R, 1, n, n, dtype=torch.int32, device=device)
+        full_index = torch.zeros_like(partial_index)
+        for q in range(n):
+            queries = index[q * block : (q + 1) * block]
+            keys = index[: (q + 1) * block]  # causal: no key after the block's last query
+            allowed = self.allows(rows, queries[None, :, None], keys[None, None, :], pattern)
+            padded = torch.zeros(R, block, n * block, dtype=torch.bool, device=device)
+            padded[:, : len(queries), : len(keys)] = allowed
+            blocks = padded.view(R, block, n, block)
+            valid = torch.zeros(block, n * block, dtype=torch.bool, device=device)
+            valid[: len(queries), :L] = True
+            valid = valid.view(block, n, block)
+            anything = blocks.any(dim=(1, 3))  # [R, n]
+            everything = (blocks | ~valid[None]).all(dim=(1, 3)) & anything
+            for kind_mask, count, table in ((anything & ~everything, partial_count, partial_index),
+                                            (everything, full_count, full_index)):
+                count[:, 0, q] = kind_mask.sum(-1)
+                order = torch.argsort((~kind_mask).to(torch.int8), dim=-1, stable=True)  # chosen blocks first
+                table[:, 0, q] = order.to(torch.int32)
+        # the kernels evaluate mask_mod up to the last block's end: tables padded to it (as padding)
+        extra = n * block - L
+        document, segment = (torch.nn.functional.pad(t, (0, extra), value=PAD) for t in (self.document, self.segment))
+        positions = torch.nn.functional.pad(self.position_ids, (0, extra))
+        window = pattern if pattern is not None and pattern.kind != "full" else None
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = (document[b, q_idx] == document[b, kv_idx]) & (document[b, q_idx] != PAD) & (kv_idx <= q_idx)
+            allowed = allowed & ~((segment[b, q_idx] == REJECTED) & (segment[b, kv_idx] == CHOSEN))
+            if window is not None:
+                allowed = allowed & window.allows(positions[b, q_idx], positions[b, kv_idx])
+            return allowed | (q_idx == kv_idx)
+
+        return BlockMask.from_kv_blocks(partial_count, partial_index, full_count, full_index, BLOCK_SIZE=block,
+                                        mask_mod=mask_mod, seq_lengths=(L, L))
 
 
-PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> Layout:
+    """The shared-prompt layout, one pair per row (the documented batch: chosen rows first, then rejected)."""
+    return layout(batch, shared=True, tokens_per_row=0, pad_token_id=pad_token_id)
 
 
-def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> PackedPairs:
-    """Pack the documented batch format (chosen rows first, then rejected) into one row per pair."""
+def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, pad_token_id: int = 0) -> Layout:
+    """Place the batch's pairs in rows.
+
+    Args:
+        batch: the collated batch (``input_ids`` [2B, T], chosen rows first; prompt/chosen/rejected lengths).
+        shared: one unit ``[prompt, chosen, rejected]`` per pair; else ``[prompt, chosen]`` and
+            ``[prompt, rejected]`` as two units.
+        tokens_per_row: 0 for one unit per row; None for every unit in one row; else units fill rows in
+            order up to this many tokens (a unit longer than that gets a row of its own).
+        pad_token_id: the id at padding positions.
+    """
     ids = batch["input_ids"]
     B = batch["prompt_lengths"].shape[0]
     P, C, R = (batch[k].tolist() for k in ("prompt_lengths", "chosen_lengths", "rejected_lengths"))
-    L = max(p + c + r for p, c, r in zip(P, C, R))
+    units = []  # (token ids, position ids, segments, [(completion start, length, slot)])
+    for i in range(B):
+        p, c, r = P[i], C[i], R[i]
+        prompt, chosen, rejected = ids[i, :p], ids[i, p : p + c], ids[B + i, p : p + r]
+        if shared:
+            units.append((torch.cat([prompt, chosen, rejected]), list(range(p + c)) + list(range(p, p + r)),
+                          [PROMPT] * p + [CHOSEN] * c + [REJECTED] * r, [(p, c, i), (p + c, r, B + i)]))
+        else:
+            units.append((torch.cat([prompt, chosen]), list(range(p + c)), [PROMPT] * p + [CHOSEN] * c, [(p, c, i)]))
+            units.append((torch.cat([prompt, rejected]), list(range(p + r)), [PROMPT] * p + [CHOSEN] * r,
+                          [(p, r, B + i)]))
+    placed = _fill_rows([len(u[0]) for u in units], tokens_per_row)
+    rows_count = max(row for row, _ in placed) + 1
+    L = max(start + len(u[0]) for u, (_, start) in zip(units, placed))
     device = ids.device
-    input_ids = torch.full((B, L), pad_token_id, dtype=ids.dtype, device=device)
-    position_ids = torch.full((B, L), -1, dtype=torch.long, device=device)
-    segment = torch.full((B, L), PAD, dtype=torch.long, device=device)
+    input_ids = torch.full((rows_count, L), pad_token_id, dtype=ids.dtype, device=device)
+    position_ids = torch.zeros((rows_count, L), dtype=torch.long, device=device)
+    document = torch.full((rows_count, L), PAD, dtype=torch.long, device=device)
+    segment = torch.full((rows_count, L), PAD, dtype=torch.long, device=device)
     rows, sources, targets, slots = [], [], [], []
-    for i, (p, c, r) in enumerate(zip(P, C, R)):
-        input_ids[i, :p] = ids[i, :p]
-        input_ids[i, p : p + c] = ids[i, p : p + c]
-        input_ids[i, p + c : p + c + r] = ids[B + i, p : p + r]
-        position_ids[i, : p + c] = torch.arange(p + c, device=device)
-        position_ids[i, p + c : p + c + r] = torch.arange(p, p + r, device=device)
-        segment[i, :p], segment[i, p : p + c], segment[i, p + c : p + c + r] = PROMPT, CHOSEN, REJECTED
-        chosen_sources = torch.arange(p - 1, p + c - 1, device=device)
-        rejected_sources = torch.cat([torch.tensor([p - 1], device=device), torch.arange(p + c, p + c + r - 1, device=device)])
-        sources += [chosen_sources, rejected_sources]
-        targets += [ids[i, p : p + c], ids[B + i, p : p + r]]
-        rows.append(torch.full((c + r,), i, dtype=torch.long, device=device))
-        slots += [torch.full((c,), i, dtype=torch.long, device=device), torch.full((r,), B + i, dtype=torch.long, device=device)]
-    return PackedPairs(
-        input_ids=input_ids,
-        position_ids=position_ids.clamp(min=0),
-        attention_mask=_allowed(segment),
-        rows=torch.cat(rows), sources=torch.cat(sources), targets=torch.cat(targets), slots=torch.cat(slots),
-        segment=segment,
-    )
+    for unit_index, ((tokens, positions, segments, completions), (row, start)) in enumerate(zip(units, placed)):
+        end = start + len(tokens)
+        input_ids[row, start:end] = tokens
+        position_ids[row, start:end] = torch.tensor(positions, device=device)
+        segment[row, start:end] = torch.tensor(segments, device=device)
+        document[row, start:end] = unit_index
+        prompt_end = start + segments.count(PROMPT)
+        for offset, length, slot in completions:
+            first = start + offset
+            # the first completion token is predicted from the last prompt position, the others from their own
+            sources.append(torch.cat([torch.tensor([prompt_end - 1], device=device),
+                                      torch.arange(first, first + length - 1, device=device)]))
+            targets.append(tokens[offset : offset + length])
+            rows.append(torch.full((length,), row, dtype=torch.long, device=device))
+            slots.append(torch.full((length,), slot, dtype=torch.long, device=device))
+    return Layout(input_ids, position_ids, document, segment, torch.cat(rows), torch.cat(sources), torch.cat(targets),
+                  torch.cat(slots))
+
+
+def _fill_rows(lengths: list[int], tokens_per_row: int | None) -> list[tuple[int, int]]:
+    """(row, start) of each unit, in order: one per row (0), all in one row (None), or rows up to a budget."""
+    placed, row, used = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > 0 and (tokens_per_row == 0 or (tokens_per_row is not None and used + n > tokens_per_row)):
+            row, used = row + 1, 0
+        placed.append((row, used))
+        used += n
+    return placed
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     """The bool mask as eager attention wants it: 0 where allowed, the dtype's minimum elsewhere."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
-
-
-def _allowed(segment: Tensor) -> Tensor:
-    L = segment.shape[1]
-    index = torch.arange(L, device=segment.device)
-    causal = index[None, :] <= index[:, None]  # [query, key]
-    key_real = (segment != PAD)[:, None, :]
-    rejected_sees_chosen = (segment[:, :, None] == REJECTED) & (segment[:, None, :] == CHOSEN)
-    allowed = causal[None] & key_real & ~rejected_sees_chosen
-    allowed |= torch.eye(L, dtype=torch.bool, device=segment.device)[None]  # padding queries see themselves, never NaN
-    return allowed[:, None]

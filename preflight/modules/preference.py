@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from ..errors import PreflightConfigError
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, decide_path
+from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
-from .packing import additive_mask, pack_pairs
+from .packing import Layout, additive_mask, layout
 from .models import (apply_lora, check_model_source, inside_forward, is_fsdp2_root, is_peft, load_model, model_source,
                      shard_fsdp2, unwrap_peft)
 
@@ -62,6 +62,14 @@ class PreferenceModule(PreflightModule):
         shared_prompt: compute the prompt once per pair, in one row with a block mask. ``auto``: on where
             it is exact (attention-only layers whose full, sliding-window or chunked pattern the mask applies;
             sdpa or eager attention); ``on``: on, or an error saying why not; ``off``.
+        padding_free: pack the micro-batch's sequences (or shared-prompt pairs) into rows of real tokens, each
+            attending only within its own sequence. ``auto``: on where the attention implementation takes packed
+            rows without a dense mask (``flex_attention``: a block mask; ``flash_attention_2``/``_3``: one row
+            by position ids) and the layers are attention-only; ``on``: also with sdpa/eager (a dense mask per
+            packed row); ``off``. The pairs of a step and the loss are the same either way.
+        max_tokens_per_row: the token budget of a packed row (sequences fill rows in order; one longer than
+            the budget gets its own row); None packs the whole micro-batch into one row. Flash kernels always
+            take one row.
         lm_head_chunk_size: completion tokens per lm_head chunk; None sizes chunks to about 8M logits
             (32 MB in float32) whatever the vocabulary, so memory stays flat as the vocabulary grows.
         precompute_batch_size: pairs per batch of the ``precomputed`` reference pass.
@@ -86,6 +94,8 @@ class PreferenceModule(PreflightModule):
         gradient_checkpointing: bool = False,
         fused_lm_head: Literal["auto", "on", "off"] = "auto",
         shared_prompt: Literal["auto", "on", "off"] = "auto",
+        padding_free: Literal["auto", "on", "off"] = "auto",
+        max_tokens_per_row: int | None = None,
         lm_head_chunk_size: int | None = None,
         precompute_batch_size: int = 32,
         on_nonfinite: Literal["error", "skip"] = "error",
@@ -100,7 +110,8 @@ class PreferenceModule(PreflightModule):
             self.hparams["model"] = model_source(model)
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
             raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
-        for name, value in (("fused_lm_head", fused_lm_head), ("shared_prompt", shared_prompt)):
+        for name, value in (("fused_lm_head", fused_lm_head), ("shared_prompt", shared_prompt),
+                            ("padding_free", padding_free)):
             if value not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off; got {value!r}")
         self.reference_mode = self._resolve_reference(reference, peft, reference_model)
@@ -108,6 +119,9 @@ class PreferenceModule(PreflightModule):
         self.reference_spec, self.peft_settings = reference_model, peft
         self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = gradient_checkpointing, fused_lm_head, shared_prompt
         self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
+        self.padding_free, self.max_tokens_per_row = padding_free, max_tokens_per_row
+        if max_tokens_per_row is not None and max_tokens_per_row < 1:
+            raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None; got {max_tokens_per_row}")
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
@@ -173,7 +187,7 @@ class PreferenceModule(PreflightModule):
         lm = unwrap_peft(model)
         key = id(lm)
         if key not in self._paths:
-            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt)
+            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt, self.padding_free)
         return self._paths[key]
 
     def describe_paths(self) -> str:
@@ -187,9 +201,10 @@ class PreferenceModule(PreflightModule):
     def completion_logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """Summed completion log-probs of every row of the batch [2B] (chosen rows first), float32, one forward."""
         path = self.path_for(model)
-        return self._logps(model, batch, path.fused, path.shared)
+        return self._logps(model, batch, path.fused, path.shared, path.padding_free)
 
-    def _logps(self, model: nn.Module, batch: dict[str, Tensor], fused: bool, packed: bool) -> Tensor:
+    def _logps(self, model: nn.Module, batch: dict[str, Tensor], fused: bool, shared: bool,
+               padding_free: bool = False) -> Tensor:
         """The log-probs through the given paths (the model's own logit transform and attention
         patterns applied where a fast path needs them)."""
         lm = unwrap_peft(model)
@@ -199,35 +214,48 @@ class PreferenceModule(PreflightModule):
             transform = path.transform if path.fused else analyze_head(lm)[0]
             if transform is None:
                 raise FastPathError(f"the fused lm_head is not exact for {type(lm).__name__}")
-        if packed:
-            patterns, problem = (path.patterns, None) if path.shared else analyze_attention(lm)
+        if shared or padding_free:
+            patterns, problem = path.patterns, None
+            if not path.uses_layout or (shared and not path.shared):  # a forced path: analyzed now
+                patterns, problem = analyze_attention(lm) if shared else analyze_layers(lm)
             if problem:
-                raise FastPathError(f"the shared prompt is not exact for {type(lm).__name__}: {problem}")
-            return self._packed_logps(model, lm, batch, transform, patterns)
+                raise FastPathError(f"rows of several sequences are not exact for {type(lm).__name__}: {problem}")
+            tokens_per_row = 0 if not padding_free else None if path.rendering == "varlen" else self.max_tokens_per_row
+            rows = layout(batch, shared, tokens_per_row)
+            return self._layout_logps(model, lm, batch, rows, path.rendering, transform, patterns)
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
             return as_forward(model, _decoder_then_head, lm, kwargs, batch["input_ids"], batch["completion_mask"],
                               self._chunk_size(lm), transform)
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
-    def _packed_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], transform, patterns) -> Tensor:
-        """The shared-prompt forward; `transform` is None for full logits, else the fused head's transform."""
-        packed = pack_pairs(batch)
+    def _layout_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], rows: Layout, rendering: str,
+                      transform, patterns) -> Tensor:
+        """The forward of rows holding several sequences (`packing.Layout`); `transform` is None for full
+        logits, else the fused head's transform."""
         dtype = next(lm.parameters()).dtype
-        as_given = (lambda m: m) if lm.config._attn_implementation == "sdpa" else (lambda m: additive_mask(m, dtype))
+        implementation = lm.config._attn_implementation
+        if rendering == "varlen":  # flash kernels: one row, sequences told apart by their position ids
+            render = lambda pattern: None  # noqa: E731
+        elif rendering == "block":
+            render = rows.block_mask
+        elif implementation == "sdpa":
+            render = rows.mask
+        else:
+            render = lambda pattern: additive_mask(rows.mask(pattern), dtype)  # noqa: E731
         if isinstance(patterns, dict):  # one mask per layer type, as the model's own mask mapping
-            mask = {layer_type: as_given(packed.mask(pattern)) for layer_type, pattern in patterns.items()}
+            mask = {layer_type: render(pattern) for layer_type, pattern in patterns.items()}
         else:
-            mask = as_given(packed.mask(patterns))
-        kwargs = dict(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
+            mask = render(patterns)
+        kwargs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids, use_cache=False)
         if transform is not None:
-            token = as_forward(model, _packed_decoder_then_head, lm, kwargs, packed.rows, packed.sources,
-                               packed.targets, self._chunk_size(lm), transform)
+            token = as_forward(model, _packed_decoder_then_head, lm, kwargs, rows.rows, rows.sources,
+                               rows.targets, self._chunk_size(lm), transform)
         else:
-            logits = model(**kwargs).logits[packed.rows, packed.sources].float()
-            token = torch.log_softmax(logits, -1).gather(1, packed.targets[:, None]).squeeze(1)
+            logits = model(**kwargs).logits[rows.rows, rows.sources].float()
+            token = torch.log_softmax(logits, -1).gather(1, rows.targets[:, None]).squeeze(1)
         out = torch.zeros(batch["input_ids"].shape[0], dtype=torch.float32, device=token.device)
-        return out.index_add(0, packed.slots, token)
+        return out.index_add(0, rows.slots, token)
 
     def _chunk_size(self, lm: nn.Module) -> int:
         if self.lm_head_chunk_size:

@@ -48,22 +48,73 @@ def test_auto_paths_equal_the_naive_computation(arch, attention):
     assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
 
 
+# packed rows of at most 40 tokens: the shared units of `pairs()` (5, 27, 20 and 26 tokens) fill 3 rows, the first
+# holding two pairs; the separate sequences fill rows of two or more
+PACKED = dict(padding_free="on", max_tokens_per_row=40)
+
+
+@pytest.mark.parametrize("arch, attention", sorted(k for k in EXPECTED if k[0] not in SHARED_PROMPT_OFF),
+                         ids=lambda x: str(x))
+@pytest.mark.parametrize("shared", ["auto", "off"])
+def test_padding_free_rows_equal_the_naive_computation(arch, attention, shared):
+    module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", shared_prompt=shared, **PACKED)
+    module.configure_model()
+    path = module.path_for(module.policy)
+    assert path.padding_free and path.padding_free_reason == "dense mask" and path.shared == (shared == "auto")
+    data = pairs()
+    with torch.no_grad():
+        got = module.completion_logps(module.policy, batch_of(data))
+    want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+        naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
+    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+
+
+@pytest.fixture
+def uncompiled_flex(monkeypatch):
+    """transformers compiles flex_attention on first use (tens of seconds on CPU); the eager kernel applies the
+    same block mask (the compiled kernel runs in tests/gpu)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    from transformers.integrations import flex_attention as integration
+
+    monkeypatch.setattr(integration, "compile_friendly_flex_attention",
+                        lambda q, k, v, training=False, **kwargs: flex_attention(q, k, v, **kwargs))
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "qwen2"])
+def test_flex_attention_block_masks_equal_the_naive_computation(arch, uncompiled_flex):
+    """FlexAttention has no backward on CPU: values here, gradients in tests/gpu."""
+    module = PreferenceModule(tiny_model(arch, "flex_attention"), reference="none", loss="simpo",
+                              max_tokens_per_row=40)
+    module.configure_model()
+    path = module.path_for(module.policy)
+    assert path.shared and path.padding_free and path.rendering == "block", path.describe()
+    data = pairs()
+    with torch.no_grad():
+        got = module.completion_logps(module.policy, batch_of(data))
+        module.policy.config._attn_implementation = "eager"
+        want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+            naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
+    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+
+
 @pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"),
                                              ("gemma3_text", "sdpa")])
 def test_auto_paths_have_the_plain_gradients(arch, attention):
     batch = batch_of(pairs(1))
     weights = torch.linspace(-1, 1, 8)
     grads = {}
-    for fast in (True, False):
-        module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo",
-                                  fused_lm_head="auto" if fast else "off", shared_prompt="auto" if fast else "off")
+    settings = {"plain": dict(fused_lm_head="off", shared_prompt="off"), "auto": {}, "packed": PACKED,
+                "packed, prompt twice": dict(shared_prompt="off", **PACKED)}
+    for mode, kwargs in settings.items():
+        module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", **kwargs)
         module.configure_model()
         (module.completion_logps(module.policy, batch) * weights).sum().backward()
-        grads[fast] = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
-    assert grads[True].keys() == grads[False].keys()
-    for name, plain in grads[False].items():
-        scale = plain.abs().max().clamp(min=1e-6)
-        assert (grads[True][name] - plain).abs().max() <= 1e-4 * scale, name
+        grads[mode] = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
+    for mode in list(settings)[1:]:
+        assert grads[mode].keys() == grads["plain"].keys()
+        for name, plain in grads["plain"].items():
+            scale = plain.abs().max().clamp(min=1e-6)
+            assert (grads[mode][name] - plain).abs().max() <= 1e-4 * scale, (mode, name)
 
 
 @pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("llama", "sdpa")])

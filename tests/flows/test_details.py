@@ -106,10 +106,13 @@ def test_fit_prints_and_logs_the_log_prob_paths(preflight, workdir):
 
     result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK)
     assert result.code == 0
-    assert ("preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention)"
-            in result.preflight_lines())
+    assert ("preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention), padding-free off "
+            "(sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
+            "flash_attention_2 take packed rows; set on to pack anyway))" in result.preflight_lines())
     import yaml
 
     hparams = yaml.safe_load((workdir / "runs/dpo/version_0/hparams.yaml").read_text())
     assert hparams["logps_path"] == {"fused_lm_head": True, "fused_lm_head_reason": "plain logits",
-                                     "shared_prompt": True, "shared_prompt_reason": "full attention"}
+                                     "shared_prompt": True, "shared_prompt_reason": "full attention",
+                                     "padding_free": False, "padding_free_reason": hparams["logps_path"]["padding_free_reason"]}
+    assert hparams["logps_path"]["padding_free_reason"].startswith("sdpa would need a dense mask")

@@ -61,10 +61,14 @@ def test_auto_picks_both_fast_paths_for_llama_and_off_turns_them_off():
     m = module()
     path = m.path_for(m.policy)
     assert (path.fused, path.shared) == (True, True)
-    assert m.describe_paths() == "log-probs: fused lm_head on (plain logits), shared prompt on (full attention)"
-    assert m.hparams["logps_path"]["shared_prompt"] is True
-    off = module(fused_lm_head="off", shared_prompt="off")
-    assert off.describe_paths() == "log-probs: fused lm_head off (off as set), shared prompt off (off as set)"
+    quadratic = ("sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
+                 "flash_attention_2 take packed rows; set on to pack anyway)")
+    assert m.describe_paths() == ("log-probs: fused lm_head on (plain logits), shared prompt on (full attention), "
+                                  f"padding-free off ({quadratic})")
+    assert m.hparams["logps_path"]["shared_prompt"] is True and m.hparams["logps_path"]["padding_free"] is False
+    off = module(fused_lm_head="off", shared_prompt="off", padding_free="off")
+    assert off.describe_paths() == ("log-probs: fused lm_head off (off as set), shared prompt off (off as set), "
+                                    "padding-free off (off as set)")
 
 
 def test_a_peft_policy_and_its_disabled_adapter_take_the_same_decided_paths():
