@@ -70,6 +70,7 @@ def load_model(
     trust_remote_code: bool = False,
     init_seed: int = 0,
     dtype: str | None = None,
+    attn_implementation: str | None = None,
     **config_overrides: Any,
 ) -> nn.Module:
     """A model from a transformers instance, a local folder, or a Hub id.
@@ -86,6 +87,8 @@ def load_model(
     local = Path(name)
     check_model_path(name)
     dtype_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    if attn_implementation:
+        dtype_kwargs["attn_implementation"] = attn_implementation
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **config_overrides)
         for key, value in config.to_dict().items():

@@ -14,8 +14,8 @@ Two units of layout:
   both completions; the rejected positions restart right after the prompt.
 - **separate sequences**: ``[prompt, chosen]`` and ``[prompt, rejected]``, each its own document.
 
-Units go one per row, or several per row up to a token budget (padding-free: the rows hold real
-tokens only, up to the last row's end). The rule is rendered as a dense bool mask [R, 1, L, L] for
+Units go one per row, or several per row up to a token budget, balanced so the rows have similar
+lengths (padding-free: the rows hold real tokens, padded only to the longest row). The rule is rendered as a dense bool mask [R, 1, L, L] for
 sdpa and eager attention, or as a FlexAttention `BlockMask` built one query block at a time, so no
 [L, L] tensor exists; flash-attention kernels take the packed row through its position ids alone.
 
@@ -134,8 +134,8 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
         batch: the collated batch (``input_ids`` [2B, T], chosen rows first; prompt/chosen/rejected lengths).
         shared: one unit ``[prompt, chosen, rejected]`` per pair; else ``[prompt, chosen]`` and
             ``[prompt, rejected]`` as two units.
-        tokens_per_row: 0 for one unit per row; None for every unit in one row; else units fill rows in
-            order up to this many tokens (a unit longer than that gets a row of its own).
+        tokens_per_row: 0 for one unit per row; None for every unit in one row; else rows of at most this
+            many tokens, balanced in length (a unit longer than that gets a row of its own).
         pad_token_id: the id at padding positions.
     """
     ids = batch["input_ids"]
@@ -181,14 +181,26 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
 
 
 def _fill_rows(lengths: list[int], tokens_per_row: int | None) -> list[tuple[int, int]]:
-    """(row, start) of each unit, in order: one per row (0), all in one row (None), or rows up to a budget."""
-    placed, row, used = [], 0, 0
-    for i, n in enumerate(lengths):
-        if i > 0 and (tokens_per_row == 0 or (tokens_per_row is not None and used + n > tokens_per_row)):
-            row, used = row + 1, 0
-        placed.append((row, used))
-        used += n
-    return placed
+    """(row, start) of each unit: one per row (0), all in one row (None), or rows of at most `tokens_per_row`
+    tokens, longest unit first into the emptiest row it fits (a unit longer than the budget gets its own row),
+    so the rows come out of similar lengths and the padding to the longest row stays small."""
+    if tokens_per_row == 0:
+        return [(i, 0) for i in range(len(lengths))]
+    if tokens_per_row is None:
+        starts = [0]
+        for n in lengths[:-1]:
+            starts.append(starts[-1] + n)
+        return [(0, start) for start in starts]
+    used: list[int] = [0] * max(1, -(-sum(lengths) // tokens_per_row))
+    placed: dict[int, tuple[int, int]] = {}
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [r for r in range(len(used)) if used[r] + lengths[i] <= tokens_per_row or used[r] == 0]
+        row = min(fits, key=lambda r: used[r]) if fits else len(used)
+        if row == len(used):
+            used.append(0)
+        placed[i] = (row, used[row])
+        used[row] += lengths[i]
+    return [placed[i] for i in range(len(lengths))]
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:

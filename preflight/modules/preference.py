@@ -78,6 +78,9 @@ class PreferenceModule(PreflightModule):
         trust_remote_code: allow model (and tokenizer) code from the model's folder or the Hub (off by default).
         init_seed: seed of the random weights of a model folder that holds only a config.
         model_dtype: the dtype the weights are loaded in (``bfloat16``, ``float32``, ...; None: the checkpoint's).
+        attn_implementation: the transformers attention implementation (``sdpa``, ``eager``, ``flex_attention``,
+            ``flash_attention_2``; None: transformers' default). It decides how rows of several sequences reach
+            attention: a dense mask (sdpa, eager), a block mask (flex) or position ids (flash).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class PreferenceModule(PreflightModule):
         trust_remote_code: bool = False,
         init_seed: int = 0,
         model_dtype: str | None = None,
+        attn_implementation: str | None = None,
     ) -> None:
         super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
@@ -123,6 +127,7 @@ class PreferenceModule(PreflightModule):
         if max_tokens_per_row is not None and max_tokens_per_row < 1:
             raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None; got {max_tokens_per_row}")
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
+        self.attn_implementation = attn_implementation
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
         self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
@@ -153,7 +158,7 @@ class PreferenceModule(PreflightModule):
         from transformers import AutoModelForCausalLM
 
         return load_model(spec, AutoModelForCausalLM, trust_remote_code=self.trust_remote_code,
-                          init_seed=self.init_seed, dtype=self.model_dtype)
+                          init_seed=self.init_seed, dtype=self.model_dtype, attn_implementation=self.attn_implementation)
 
     def configure_model(self) -> None:
         """Build the policy (and reference). Idempotent, so sharded strategies may call it on their devices."""

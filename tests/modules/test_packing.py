@@ -57,18 +57,17 @@ def test_rows_hold_each_unit_once_with_its_positions(shared, budget):
         assert rows.position_ids[row, col : col + len(tokens)].tolist() == positions
         real += len(tokens)
     lengths = [len(t) for t, _, _ in units(pairs, shared)]
-    expected_rows = {0: len(lengths), None: 1}.get(budget)
-    if budget == 30:  # units fill rows in order up to 30 tokens
-        expected_rows, used = 1, 0
-        for n in lengths:
-            if used and used + n > 30:
-                expected_rows, used = expected_rows + 1, 0
-            used += n
-    assert rows.input_ids.shape[0] == expected_rows
-    assert rows.real_tokens == real
-    assert rows.processed_tokens == expected_rows * rows.input_ids.shape[1]
-    if budget is None:
-        assert rows.real_tokens == rows.processed_tokens  # one row: no padding at all
+    count = rows.input_ids.shape[0]
+    assert rows.real_tokens == real and rows.processed_tokens == count * rows.input_ids.shape[1]
+    if budget == 0:
+        assert count == len(lengths)
+    elif budget is None:
+        assert count == 1 and rows.real_tokens == rows.processed_tokens  # one row: no padding at all
+    else:
+        in_row = [(rows.document[r] >= 0).sum().item() for r in range(count)]
+        units_in_row = [len(set(rows.document[r].tolist()) - {-1}) for r in range(count)]
+        assert all(n <= budget or k == 1 for n, k in zip(in_row, units_in_row))  # a long unit alone, else ≤ budget
+        assert count < len(lengths) and sum(in_row) == real  # several units share rows
 
 
 @pytest.mark.parametrize("shared", [True, False])
