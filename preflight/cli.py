@@ -44,7 +44,7 @@ SUBCOMMANDS = ("fit", "validate", "test")
 EXIT_CONFIG_ERROR, EXIT_FAILED = 2, 1
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 DEFAULT_ROOT = "runs"
-TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses} ...
+TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses,plot} ...
 
 preflight: preference optimization (DPO, IPO, reward models and more) with PyTorch Lightning.
 
@@ -54,6 +54,7 @@ commands:
   test       test a checkpoint on data.test:  preflight test --config ... --ckpt_path last
   export     write a Hugging Face folder:     preflight export runs/dpo out/dpo-model
   losses     list every registered loss with its hyperparameters, reference needs and paper
+  plot       draw a run's logged metrics:     preflight plot runs/dpo  (needs pip install 'preflight[plots]')
 
 Each command takes --help. Runs write to runs/<run name>/version_N (config, metrics.csv, checkpoints).
 """
@@ -278,6 +279,17 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def plot_main(argv: list[str]) -> None:
+    from .plots import plot_run
+
+    parser = argparse.ArgumentParser(prog="preflight plot", description="Draw a run's logged metrics as PNG curves.")
+    parser.add_argument("run", help="a run folder (runs/dpo: its newest version), a version folder, or a metrics.csv")
+    parser.add_argument("--out", help="the folder to write the PNGs to (default: plots/ beside metrics.csv)")
+    ns = parser.parse_args(argv)
+    for name, (file, series) in plot_run(ns.run, ns.out).items():
+        print(f"preflight: plot: {file} ({', '.join(series)})")
+
+
 def losses_main(argv: list[str]) -> None:
     from .losses.catalog import format_catalog, loss_catalog
 
@@ -332,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
             export_main(argv[1:])
         elif argv[:1] == ["losses"]:
             losses_main(argv[1:])
+        elif argv[:1] == ["plot"]:
+            plot_main(argv[1:])
         else:
             try:
                 build_cli(argv if explicit else None)
