@@ -55,3 +55,15 @@ def test_two_processes_of_4_equal_one_of_8(single, tmp_path, strategy):
 def test_accumulating_4_batches_of_2_equals_batches_of_8(single, tmp_path):
     accumulated = run(tmp_path, "acc", "--batch-size", "2", "--accumulate", "4", "--steps", STEPS, "--pairs", PAIRS)
     assert_same_training(single, accumulated)
+
+
+def test_generation_evaluation_under_ddp_gathers_every_prompt_once(tmp_path):
+    """5 prompts over 2 processes (3 and 2, the short share padded and dropped): the same samples, rewards and
+    log-ratios as one process, since sampling is seeded per prompt."""
+    args = ["--batch-size", "4", "--steps", "2", "--pairs", "28", "--generate", "5"]
+    one = run(tmp_path, "gen1", *args[2:], "--batch-size", "8")
+    two = run(tmp_path, "gen2", "--strategy", "ddp", "--devices", "2", *args)
+    assert [r["index"] for r in two["generations"]] == [0, 1, 2, 3, 4]
+    for a, b in zip(one["generations"], two["generations"]):
+        assert a["policy_completion"] == b["policy_completion"] and a["policy_reward"] == b["policy_reward"]
+        assert abs(a["log_ratio"] - b["log_ratio"]) <= 1e-4

@@ -1,0 +1,23 @@
+"""Generation evaluation from the shipped config: logged, tabled, and drawn by `preflight plot`."""
+
+import csv
+
+import pytest
+
+from tests.flows.conftest import QUICK
+
+
+def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
+    fit = preflight("fit", "--config", "configs/dpo_generate.yaml", *QUICK)
+    assert fit.code == 0, fit.err[-2000:]
+    version = workdir / "runs/dpo/version_0"
+    metrics = list(csv.DictReader(open(version / "metrics.csv")))
+    gen = [r for r in metrics if r.get("val/gen/reward")]
+    assert gen and all(r["val/gen/win_rate"] and r["val/gen/kl"] and r["val/gen/length"] for r in gen)
+    table = list(csv.DictReader(open(version / "generations.csv", newline="")))
+    assert len(table) == 8 * len(gen)  # 8 prompts at each evaluation
+    final = [r for r in table if int(r["step"]) == int(gen[-1]["step"])]
+    assert float(gen[-1]["val/gen/reward"]) == pytest.approx(sum(float(r["policy_reward"]) for r in final) / 8, abs=1e-5)
+    plot = preflight("plot", "runs/dpo")
+    assert any("generation.png (val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
+               for line in plot.preflight_lines())
