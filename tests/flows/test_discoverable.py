@@ -6,6 +6,8 @@ import re
 import pytest
 
 from preflight import PreferenceDataModule, PreferenceModule, RewardModule
+from preflight.evaluation import GenerationEval
+from preflight.experiments.bandit import BanditSettings
 from preflight.losses import available_losses, loss_class
 from tests.flows.conftest import QUICK
 
@@ -14,7 +16,7 @@ def test_top_level_help_names_preflight_and_every_command(preflight):
     result = preflight("--help")
     assert result.code == 0
     assert "preflight" in result.out.splitlines()[0] and "Lightning Trainer command line tool" not in result.out
-    for command in ("fit", "validate", "test", "export", "losses"):
+    for command in ("fit", "validate", "test", "export", "losses", "plot", "experiment"):
         assert re.search(rf"^  {command} ", result.out, re.M), command
 
 
@@ -45,7 +47,8 @@ def documented_args(cls) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule, GenerationEval, BanditSettings],
+                         ids=lambda c: c.__name__)
 def test_every_option_has_an_args_entry(cls):
     parameters = set(inspect.signature(cls.__init__).parameters) - {"self"}
     assert parameters - documented_args(cls) == set()

@@ -1,0 +1,1 @@
+"""Experiments against a known reward: `preflight experiment bandit`."""

@@ -1,0 +1,269 @@
+"""`preflight experiment bandit`: the exact case of the seed's theory, measured on samples.
+
+An enumerable response space: K prompts, M responses each, a known reward r(x, y) and a reference
+policy π_ref(y|x). The KL-regularised objective (seed Eq. 3) has the optimum
+
+    π*(y|x) = π_ref(y|x) exp(r(x, y)/β) / Z(x)                                  (seed Eq. 4)
+
+and DPO's implicit reward β log π_θ/π_ref equals r up to a per-prompt constant at that optimum (Eq. 5).
+Pairs are drawn from π_ref and labelled by the Bradley-Terry model of r (Eq. 1); each chosen loss of the
+registry (plugins included) trains a tabular policy (one logit per prompt and response) on them,
+full-batch. Reported: KL(π_θ ‖ π*) against the number of pairs; the implicit reward against r after
+centring per prompt; a Bradley-Terry reward model's rank correlation with r; and the deterministic
+case (the better response always wins), where DPO's policy drifts to the deterministic one whatever β,
+while IPO's stays where β puts it (Azar et al. 2023, arXiv 2310.12036, §4).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..losses import LossInputs
+from ..losses.registry import build_loss, loss_class, loss_hyperparameters
+
+
+@dataclass
+class Bandit:
+    """A known-reward bandit: rewards r [K, M] and reference log-probs [K, M]."""
+
+    reward: torch.Tensor
+    reference: torch.Tensor  # log π_ref
+
+    @classmethod
+    def make(cls, prompts: int = 8, responses: int = 6, seed: int = 0) -> "Bandit":
+        g = torch.Generator().manual_seed(seed)
+        reward = torch.randn(prompts, responses, generator=g, dtype=torch.float64)
+        reference = torch.log_softmax(0.5 * torch.randn(prompts, responses, generator=g, dtype=torch.float64), -1)
+        return cls(reward, reference)
+
+    def optimum(self, beta: float) -> torch.Tensor:
+        """log π* = log softmax(log π_ref + r/β) (seed Eq. 4)."""
+        return torch.log_softmax(self.reference + self.reward / beta, -1)
+
+    def pairs(self, n: int, seed: int, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
+        """(prompt, chosen, rejected) of n pairs: two different responses from π_ref, the winner drawn from
+        σ(r₁ − r₂) (Bradley-Terry, seed Eq. 1), or always the better one when `deterministic`."""
+        g = torch.Generator().manual_seed(10_000 + seed)
+        K, M = self.reward.shape
+        x = torch.randint(K, (n,), generator=g)
+        probs = self.reference.exp()[x]
+        first = torch.multinomial(probs, 1, generator=g).squeeze(1)
+        others = probs.scatter(1, first[:, None], 0.0)
+        second = torch.multinomial(others, 1, generator=g).squeeze(1)
+        gap = self.reward[x, first] - self.reward[x, second]
+        first_wins = gap > 0 if deterministic else torch.rand(n, generator=g, dtype=torch.float64) < torch.sigmoid(gap)
+        return x, torch.where(first_wins, first, second), torch.where(first_wins, second, first)
+
+
+def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
+    """Mean over prompts of KL(p ‖ q), from log-probs [K, M]."""
+    return float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+
+
+def make_loss(name: str, beta: float):
+    """The registry's loss `name`, with `beta` where it takes one."""
+    spec = {"name": name, **({"beta": beta} if "beta" in loss_hyperparameters(loss_class(name)) else {})}
+    return build_loss(spec)
+
+
+def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, lr: float = 0.05,
+                 record_every: int | None = None) -> tuple[torch.Tensor, list[tuple[int, float, float, float]]]:
+    """A tabular policy started at π_ref, trained full-batch with Adam on `data`; returns its log-probs and,
+    every `record_every` steps, (step, KL to π_ref, KL to π*, mean probability of each prompt's best response)."""
+    loss = make_loss(loss_name, beta)
+    if loss.input_kind != "logps":
+        raise ValueError(f"loss {loss_name!r} trains a reward model, not a policy: use it as the reward-model loss")
+    x, chosen, rejected = data
+    logits = bandit.reference.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=lr)
+    ones = torch.ones(len(x), dtype=torch.float64)
+    optimum, trace = bandit.optimum(beta), []
+    best = bandit.reward.argmax(-1, keepdim=True)
+    for step in range(1, steps + 1):
+        logp = torch.log_softmax(logits, -1)
+        out = loss(LossInputs(policy_chosen_logps=logp[x, chosen], policy_rejected_logps=logp[x, rejected],
+                              reference_chosen_logps=bandit.reference[x, chosen],
+                              reference_rejected_logps=bandit.reference[x, rejected],
+                              chosen_lengths=ones, rejected_lengths=ones))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        if record_every and (step % record_every == 0 or step == 1):
+            current = torch.log_softmax(logits.detach(), -1)
+            trace.append((step, kl(current, bandit.reference), kl(current, optimum),
+                          float(current.gather(1, best).exp().mean())))
+    return torch.log_softmax(logits.detach(), -1), trace
+
+
+def train_reward_model(bandit: Bandit, data, steps: int, lr: float = 0.05, loss_name: str = "bradley_terry"):
+    """A tabular reward model r_φ [K, M] trained with the registry's reward loss (seed Eq. 2)."""
+    loss = build_loss(loss_name)
+    x, chosen, rejected = data
+    scores = torch.zeros_like(bandit.reward, requires_grad=True)
+    optimizer = torch.optim.Adam([scores], lr=lr)
+    for _ in range(steps):
+        out = loss(LossInputs(chosen_rewards=scores[x, chosen], rejected_rewards=scores[x, rejected]))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    return scores.detach()
+
+
+def centred(values: torch.Tensor) -> torch.Tensor:
+    return values - values.mean(-1, keepdim=True)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over prompts of Spearman's rank correlation between rows of a and b."""
+    ranks = lambda t: t.argsort(-1).argsort(-1).double()  # noqa: E731
+    ra, rb = centred(ranks(a)), centred(ranks(b))
+    return float(((ra * rb).sum(-1) / (ra.norm(dim=-1) * rb.norm(dim=-1)).clamp(min=1e-12)).mean())
+
+
+@dataclass
+class BanditSettings:
+    """What `preflight experiment bandit` runs.
+
+    Args:
+        losses: registry names of the policy losses compared (plugins included).
+        beta: β of every loss, and of the optimum π*.
+        sizes: numbers of preference pairs.
+        seeds: data seeds per size (the bandit itself is fixed).
+        steps: full-batch Adam steps per policy.
+        deterministic_steps: steps of the deterministic-preference run, traced.
+        prompts: prompts of the bandit.
+        responses: responses per prompt.
+    """
+
+    losses: tuple[str, ...] = ("dpo", "ipo")
+    beta: float = 0.5
+    sizes: tuple[int, ...] = (30, 100, 300, 1000, 3000, 10000, 30000)
+    seeds: int = 3
+    steps: int = 2000
+    deterministic_steps: int = 4000
+    prompts: int = 8
+    responses: int = 6
+
+    @classmethod
+    def quick(cls, losses: tuple[str, ...] = ("dpo", "ipo")) -> "BanditSettings":
+        return cls(losses=losses, sizes=(100, 1000, 10000), seeds=1, steps=600, deterministic_steps=1500)
+
+
+def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
+    """Run every part, write ``bandit.csv``, ``reward_model.csv``, ``deterministic.csv`` and ``summary.md``
+    into `out`; returns the rows of each table."""
+    out.mkdir(parents=True, exist_ok=True)
+    bandit = Bandit.make(settings.prompts, settings.responses)
+    optimum = bandit.optimum(settings.beta)
+    sizes_rows, reward_rows, trace_rows = [], [], []
+    for n in settings.sizes:
+        for seed in range(settings.seeds):
+            data = bandit.pairs(n, seed)
+            for name in settings.losses:
+                policy, _ = train_policy(bandit, name, settings.beta, data, settings.steps)
+                implicit = settings.beta * (policy - bandit.reference)
+                error = centred(implicit) - centred(bandit.reward)
+                sizes_rows.append({"loss": name, "pairs": n, "seed": seed, "kl_to_optimum": kl(policy, optimum),
+                                   "kl_to_reference": kl(policy, bandit.reference),
+                                   "implicit_reward_rmse": float(error.pow(2).mean().sqrt()),
+                                   "implicit_reward_rank_correlation": rank_correlation(implicit, bandit.reward)})
+            scores = train_reward_model(bandit, data, settings.steps)
+            reward_rows.append({"pairs": n, "seed": seed, "rank_correlation": rank_correlation(scores, bandit.reward),
+                                "centred_rmse": float((centred(scores) - centred(bandit.reward)).pow(2).mean().sqrt())})
+    deterministic = bandit.pairs(max(settings.sizes), 0, deterministic=True)
+    every = max(1, settings.deterministic_steps // 40)
+    for name in settings.losses:
+        _, trace = train_policy(bandit, name, settings.beta, deterministic, settings.deterministic_steps,
+                                record_every=every)
+        trace_rows += [{"loss": name, "step": s, "kl_to_reference": a, "kl_to_optimum": b, "prob_of_best": p}
+                       for s, a, b, p in trace]
+    tables = {"bandit": sizes_rows, "reward_model": reward_rows, "deterministic": trace_rows}
+    for name, rows in tables.items():
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    (out / "summary.md").write_text(summary(settings, tables))
+    return tables
+
+
+def mean_by(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple, float]:
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row[value])
+    return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
+    kl_star = mean_by(tables["bandit"], ("loss", "pairs"), "kl_to_optimum")
+    rmse = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rmse")
+    rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
+    lines = [f"# Bandit: {settings.prompts} prompts × {settings.responses} responses, β = {settings.beta}, "
+             f"{settings.steps} full-batch Adam steps, mean of {settings.seeds} data seed(s)", "",
+             "| pairs | " + " | ".join(f"{loss}: KL(π‖π*) | {loss}: implicit reward RMSE" for loss in settings.losses)
+             + " | reward model: rank correlation |",
+             "| --- |" + " --- | --- |" * len(settings.losses) + " --- |"]
+    for n in settings.sizes:
+        cells = [f"{kl_star[loss, n]:.4f} | {rmse[loss, n]:.3f}" for loss in settings.losses]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {rm[(n,)]:.3f} |")
+    best = Bandit.make(settings.prompts, settings.responses)
+    optimal_best = float(best.optimum(settings.beta).gather(1, best.reward.argmax(-1, keepdim=True)).exp().mean())
+    lines += ["", f"Deterministic preferences ({max(settings.sizes)} pairs, the better response always wins): the "
+              f"mean probability of each prompt's best response during training (π* of Eq. 3 gives it "
+              f"{optimal_best:.3f}; a deterministic policy 1):", "",
+              "| step | " + " | ".join(settings.losses) + " |", "| --- |" + " --- |" * len(settings.losses)]
+    trace = {(r["loss"], r["step"]): r["prob_of_best"] for r in tables["deterministic"]}
+    steps = sorted({r["step"] for r in tables["deterministic"]})
+    shown = steps[:: max(1, len(steps) // 8)]
+    for step in shown + ([steps[-1]] if steps[-1] not in shown else []):
+        lines.append(f"| {step} | " + " | ".join(f"{trace[loss, step]:.3f}" for loss in settings.losses) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for i, loss in enumerate(settings.losses):
+        rows = [r for r in tables["bandit"] if r["loss"] == loss]
+        means, spreads = [], []
+        for n in settings.sizes:
+            values = [r["kl_to_optimum"] for r in rows if r["pairs"] == n]
+            mean = sum(values) / len(values)
+            means.append(mean)
+            spreads.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+        axes[0].errorbar(settings.sizes, means, yerr=spreads, marker="o", capsize=3, label=loss, color=f"C{i}")
+        trace = [r for r in tables["deterministic"] if r["loss"] == loss]
+        axes[2].plot([r["step"] for r in trace], [r["prob_of_best"] for r in trace], label=loss, color=f"C{i}")
+    axes[0].set(xscale="log", yscale="log", xlabel="preference pairs", ylabel="KL(π_θ ‖ π*)",
+                title="KL to the optimum of Eq. 3 against data")
+    rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
+    axes[1].plot(settings.sizes, [rm[(n,)] for n in settings.sizes], marker="o", color="k", label="reward model")
+    for i, loss in enumerate(settings.losses):
+        corr = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rank_correlation")
+        axes[1].plot(settings.sizes, [corr[loss, n] for n in settings.sizes], marker="o", ls="--", color=f"C{i}",
+                     label=f"{loss} implicit reward")
+    axes[1].set(xscale="log", xlabel="preference pairs", ylabel="Spearman ρ with the true reward",
+                title="Rewards recovered (rank, per prompt)")
+    optimal = Bandit.make(settings.prompts, settings.responses)
+    axes[2].axhline(float(optimal.optimum(settings.beta).gather(1, optimal.reward.argmax(-1, keepdim=True)).exp().mean()),
+                    color="gray", ls=":", label="π* (Eq. 4)")
+    axes[2].set(xlabel="full-batch step", ylabel="mean π_θ(best response)", title="Deterministic preferences")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["Bandit", "BanditSettings", "kl", "plot_bandit", "run_bandit", "train_policy", "train_reward_model"]
