@@ -40,16 +40,23 @@ def test_auto_paths_equal_the_naive_computation(arch, attention):
     module.configure_model()
     path = module.path_for(module.policy)
     assert (path.fused, path.shared) == EXPECTED[(arch, attention)], path.describe()
+    assert_logps_are_naive(module)
+
+
+def assert_logps_are_naive(module, naive_attention=None):
+    """The module's policy log-probs of `pairs()` equal `naive` (with `naive_attention`, when given)."""
     data = pairs()
     with torch.no_grad():
         got = module.completion_logps(module.policy, batch_of(data))
-    want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
-        naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
+        if naive_attention:
+            module.policy.config._attn_implementation = naive_attention
+        want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+            naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
     assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
 
 
-# packed rows of at most 40 tokens: the shared units of `pairs()` (5, 27, 20 and 26 tokens) fill 3 rows, the first
-# holding two pairs; the separate sequences fill rows of two or more
+# packed rows of at most 40 tokens: the shared units of `pairs()` (5, 27, 20 and 26 tokens) need at least 2 rows, so
+# some row holds two pairs; the separate sequences (prompt + one completion each) share rows too
 PACKED = dict(padding_free="on", max_tokens_per_row=40)
 
 
@@ -61,12 +68,7 @@ def test_padding_free_rows_equal_the_naive_computation(arch, attention, shared):
     module.configure_model()
     path = module.path_for(module.policy)
     assert path.padding_free and path.padding_free_reason == "dense mask" and path.shared == (shared == "auto")
-    data = pairs()
-    with torch.no_grad():
-        got = module.completion_logps(module.policy, batch_of(data))
-    want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
-        naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
-    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+    assert_logps_are_naive(module)
 
 
 @pytest.fixture
@@ -88,13 +90,7 @@ def test_flex_attention_block_masks_equal_the_naive_computation(arch, uncompiled
     module.configure_model()
     path = module.path_for(module.policy)
     assert path.shared and path.padding_free and path.rendering == "block", path.describe()
-    data = pairs()
-    with torch.no_grad():
-        got = module.completion_logps(module.policy, batch_of(data))
-        module.policy.config._attn_implementation = "eager"
-        want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
-            naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
-    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+    assert_logps_are_naive(module, naive_attention="eager")
 
 
 @pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"),
@@ -170,11 +166,6 @@ def test_an_unknown_logit_transform_turns_the_fused_head_off():
     m.configure_model()
     path = m.path_for(m.policy)
     assert not path.fused and "transforms its logits" in path.fused_reason
-    data = pairs()
-    with torch.no_grad():
-        got = m.completion_logps(m.policy, batch_of(data))
-    want = [naive(m.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
-        naive(m.policy, p.prompt_ids, p.rejected_ids) for p in data]
-    assert got.tolist() == pytest.approx(want, abs=1e-5)
+    assert_logps_are_naive(m)
     with pytest.raises(FastPathError, match="fused_lm_head: on is not exact for Tempered"):
         PreferenceModule(model, reference="none", loss="simpo", fused_lm_head="on").configure_model()
