@@ -20,6 +20,7 @@ number of processes, sample the same completions from the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 from pathlib import Path
@@ -212,7 +213,7 @@ class GenerationEval(L.Callback):
         batch = {k: v.to(device) for k, v in pairs_of(samples).items()}
         B = len(mine)
         rows = []
-        policy_rewards = self._rewards(pairs_of(samples), mine, samples, tokenizer)
+        policy_rewards = self._rewards(batch, mine, samples, tokenizer)
         log_ratio = None
         if reference is not None:
             policy_logps = pl_module.completion_logps(pl_module.policy, batch)[:B]
@@ -268,38 +269,24 @@ class GenerationEval(L.Callback):
                                 data=[[trainer.global_step, *r.values()] for r in rows])
 
 
-class _Reference:
-    """The reference as a context: the frozen copy, or the policy with its LoRA adapter disabled."""
-
-    def __init__(self, pl_module) -> None:
-        self.pl_module = pl_module
-
-    def __call__(self):
-        return self
-
-    def __enter__(self):
-        module = self.pl_module
-        if module.reference_model is not None:
-            self._context = None
-            return module.reference_model
-        self._context = module.policy.disable_adapter()
-        self._context.__enter__()
-        return module.policy
-
-    def __exit__(self, *exc):
-        if self._context is not None:
-            self._context.__exit__(*exc)
-        return False
-
-
 def _reference_sampler(pl_module):
-    """A context giving the reference model, or None where there is none (reference: none or precomputed
-    without a LoRA adapter to disable): then only reward and length are logged."""
+    """A function giving the reference model as a context (the frozen copy, or the policy with its LoRA adapter
+    disabled), or None where there is none (reference: none, or precomputed without an adapter to disable):
+    then only reward and length are logged."""
     from .modules.models import is_peft
 
-    if pl_module.reference_model is not None or is_peft(pl_module.policy):
-        return _Reference(pl_module)
-    return None
+    if pl_module.reference_model is None and not is_peft(pl_module.policy):
+        return None
+
+    @contextlib.contextmanager
+    def reference():
+        if pl_module.reference_model is not None:
+            yield pl_module.reference_model
+        else:
+            with pl_module.policy.disable_adapter():
+                yield pl_module.policy
+
+    return reference
 
 
 def _load_reward_model(spec: str):

@@ -67,9 +67,11 @@ def test_samples_scores_and_kl_of_a_trained_policy(tmp_path):
     assert [float(r["log_ratio"]) for r in table[4:]] == pytest.approx(ratios, abs=1e-4)
 
 
-def test_an_untrained_policy_is_its_reference(tmp_path):
+@pytest.mark.parametrize("peft", [None, {"r": 4, "lora_alpha": 8}], ids=["copy", "lora adapter"])
+def test_an_untrained_policy_is_its_reference(tmp_path, peft):
     callback = GenerationEval(reward=politeness, num_prompts=3, max_new_tokens=8)
-    trainer, module = fit(tmp_path, 1, callback, learning_rate=0.0)
+    trainer, module = fit(tmp_path, 1, callback, learning_rate=0.0, peft=peft)
+    assert (module.reference_model is None) == (peft is not None)  # the adapter-disabled policy is the reference
     assert float(trainer.callback_metrics["val/gen/kl"]) == pytest.approx(0.0, abs=1e-5)  # same weights, same samples
     assert float(trainer.callback_metrics["val/gen/win_rate"]) == 0.5
 
