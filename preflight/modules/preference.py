@@ -70,6 +70,9 @@ class PreferenceModule(PreflightModule):
         max_tokens_per_row: the token budget of a packed row (sequences fill rows in order; one longer than
             the budget gets its own row); None packs the whole micro-batch into one row. Flash kernels always
             take one row.
+        dense_mask_max_length: the longest row (tokens) a dense [L, L] mask is built for (sdpa, eager): a batch
+            whose shared-prompt or packed rows are longer takes separate rows instead (the same values; measured
+            on CPU, the dense mask costs more than the shared prompt saves at 8k-token rows). None: no limit.
         lm_head_chunk_size: completion tokens per lm_head chunk; None sizes chunks to about 8M logits
             (32 MB in float32) whatever the vocabulary, so memory stays flat as the vocabulary grows.
         precompute_batch_size: pairs per batch of the ``precomputed`` reference pass.
@@ -99,6 +102,7 @@ class PreferenceModule(PreflightModule):
         shared_prompt: Literal["auto", "on", "off"] = "auto",
         padding_free: Literal["auto", "on", "off"] = "auto",
         max_tokens_per_row: int | None = None,
+        dense_mask_max_length: int | None = 4096,
         lm_head_chunk_size: int | None = None,
         precompute_batch_size: int = 32,
         on_nonfinite: Literal["error", "skip"] = "error",
@@ -124,6 +128,7 @@ class PreferenceModule(PreflightModule):
         self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = gradient_checkpointing, fused_lm_head, shared_prompt
         self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
         self.padding_free, self.max_tokens_per_row = padding_free, max_tokens_per_row
+        self.dense_mask_max_length = dense_mask_max_length
         if max_tokens_per_row is not None and max_tokens_per_row < 1:
             raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None; got {max_tokens_per_row}")
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
@@ -197,7 +202,10 @@ class PreferenceModule(PreflightModule):
 
     def describe_paths(self) -> str:
         """One line: the paths of the policy, and of the reference model when it is another model."""
-        text = f"log-probs: {self.path_for(self.policy).describe()}"
+        path = self.path_for(self.policy)
+        text = f"log-probs: {path.describe()}"
+        if path.uses_layout and path.rendering == "dense" and self.dense_mask_max_length:
+            text += f"; rows over {self.dense_mask_max_length} tokens go unshared (dense_mask_max_length)"
         if self.reference_model is not None and (
                 self.reference_spec or self.path_for(self.reference_model) != self.path_for(self.policy)):
             text += f"; reference: {self.path_for(self.reference_model).describe()}"
@@ -227,7 +235,10 @@ class PreferenceModule(PreflightModule):
                 raise FastPathError(f"rows of several sequences are not exact for {type(lm).__name__}: {problem}")
             tokens_per_row = 0 if not padding_free else None if path.rendering == "varlen" else self.max_tokens_per_row
             rows = layout(batch, shared, tokens_per_row)
-            return self._layout_logps(model, lm, batch, rows, path.rendering, transform, patterns)
+            limit = self.dense_mask_max_length
+            if path.rendering != "dense" or limit is None or rows.input_ids.shape[1] <= limit:
+                return self._layout_logps(model, lm, batch, rows, path.rendering, transform, patterns)
+            # rows too long for a dense mask: each sequence in its own row, as the plain forward
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
             return as_forward(model, _decoder_then_head, lm, kwargs, batch["input_ids"], batch["completion_mask"],

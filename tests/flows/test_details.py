@@ -108,7 +108,8 @@ def test_fit_prints_and_logs_the_log_prob_paths(preflight, workdir):
     assert result.code == 0
     assert ("preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention), padding-free off "
             "(sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
-            "flash_attention_2 take packed rows; set on to pack anyway))" in result.preflight_lines())
+            "flash_attention_2 take packed rows; set on to pack anyway)); rows over 4096 tokens go unshared "
+            "(dense_mask_max_length)" in result.preflight_lines())
     import yaml
 
     hparams = yaml.safe_load((workdir / "runs/dpo/version_0/hparams.yaml").read_text())

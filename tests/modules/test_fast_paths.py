@@ -64,7 +64,8 @@ def test_auto_picks_both_fast_paths_for_llama_and_off_turns_them_off():
     quadratic = ("sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
                  "flash_attention_2 take packed rows; set on to pack anyway)")
     assert m.describe_paths() == ("log-probs: fused lm_head on (plain logits), shared prompt on (full attention), "
-                                  f"padding-free off ({quadratic})")
+                                  f"padding-free off ({quadratic}); rows over 4096 tokens go unshared "
+                                  "(dense_mask_max_length)")
     assert m.hparams["logps_path"]["shared_prompt"] is True and m.hparams["logps_path"]["padding_free"] is False
     off = module(fused_lm_head="off", shared_prompt="off", padding_free="off")
     assert off.describe_paths() == ("log-probs: fused lm_head off (off as set), shared prompt off (off as set), "
@@ -74,3 +75,24 @@ def test_auto_picks_both_fast_paths_for_llama_and_off_turns_them_off():
 def test_a_peft_policy_and_its_disabled_adapter_take_the_same_decided_paths():
     m = module(peft={"r": 4}, reference="adapter")
     assert m.path_for(m.policy) is m.path_for(m.policy.get_base_model())
+
+
+def test_rows_longer_than_the_dense_mask_limit_take_separate_rows(monkeypatch):
+    pairs = random_pairs(4, seed=14)
+    batch = batch_of(pairs)
+    longest = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    m = module(dense_mask_max_length=longest - 1)
+    monkeypatch.setattr(type(m), "_layout_logps", lambda *a, **k: pytest.fail("built a dense mask over the limit"))
+    with torch.no_grad():
+        got = m.completion_logps(m.policy, batch)
+    naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
+        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs]
+    assert got.tolist() == pytest.approx(naive, abs=1e-5)
+    monkeypatch.undo()
+    within = module(dense_mask_max_length=longest)
+    calls = []
+    original = type(within)._layout_logps
+    monkeypatch.setattr(type(within), "_layout_logps", lambda self, *a: calls.append(1) or original(self, *a))
+    with torch.no_grad():
+        within.completion_logps(within.policy, batch)
+    assert calls == [1]
