@@ -3,11 +3,14 @@
     python benchmarks/fsdp2_vocabulary.py [--vocabularies 32000,64000,128000] [--steps 4]
 
 CPU, gloo, Lightning's `ModelParallelStrategy` (FSDP2 over 2 processes), the model of `dpo_vs_trl.py`
-(a Llama of hidden 256, 4 layers) at each vocabulary, DPO on its standard workload, batch 4 per
-process. Each process reports its peak RSS; the model state a process must hold is its shard of the
-policy, its gradients, two AdamW moments and the reference (5 × parameters × 4 bytes / 2). What the
-fused head saves is the [rows, tokens, vocabulary] logits, so "above baseline and model state" should
-stay flat with the vocabulary when it is on, and grow when it is off. Appends to benchmarks/RESULTS.md.
+(a Llama of hidden 256, 4 layers) at each vocabulary, DPO on pairs of realistic lengths (prompt ~110
+tokens, completions ~180), batch 4 per process. Each process reports its peak RSS. The model state a
+process must hold is its shard of the policy, its gradients, two AdamW moments and the reference
+(5 × parameters × 4 bytes / 2), plus what FSDP2 gathers whole: the root unit (embeddings, final norm,
+lm_head: both grow with the vocabulary) of the policy with its gradient, and of the reference
+(3 × root parameters × 4 bytes). What the fused head saves is the [rows, tokens, vocabulary] logits, so
+"above baseline and model state" should stay flat with the vocabulary when it is on, and grow when it
+is off. Appends to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -37,14 +40,15 @@ def worker(args) -> None:
     from preflight import PreferenceDataModule, PreferenceModule
 
     folder = Path(args.folder)
-    pairs = bench.make_pairs("standard", 8 * args.steps, args.vocab)
+    bench.WORKLOADS["realistic"] = ((70, 150), (110, 250))
+    pairs = bench.make_pairs("realistic", 8 * args.steps, args.vocab)
     stamps: list[float] = []
 
     class Tick(L.Callback):
         def on_train_batch_end(self, *_):
             stamps.append(time.perf_counter())
 
-    data = PreferenceDataModule(str(folder / "tokenizer"), train=pairs, batch_size=4, max_length=256, use_cache=False)
+    data = PreferenceDataModule(str(folder / "tokenizer"), train=pairs, batch_size=4, max_length=512, use_cache=False)
     module = PreferenceModule(str(folder / "model"), loss={"name": "dpo", "beta": 0.1}, learning_rate=1e-5,
                               scheduler="constant", fused_lm_head=args.fused)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(data_parallel_size=2,
@@ -71,6 +75,7 @@ def measure(vocab: int, fused: str, steps: int) -> dict:
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder / "model"))
     model.save_pretrained(folder / "model")
     parameters = sum(p.numel() for p in model.parameters())
+    root = parameters - sum(p.numel() for p in model.model.layers.parameters())  # FSDP2's root unit, gathered whole
     out = str(folder / "result.json")
     cmd = [sys.executable, __file__, "--worker", "--vocab", str(vocab), "--fused", fused, "--steps", str(steps),
            "--folder", str(folder), "--json", out]
@@ -80,7 +85,7 @@ def measure(vocab: int, fused: str, steps: int) -> dict:
         raise RuntimeError(proc.stderr[-3000:])
     ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
     return {"vocab": vocab, "fused": fused, "parameters": parameters, "ranks": ranks,
-            "state_mib": 5 * parameters * 4 / 2 / 2**20}
+            "state_mib": (5 * parameters * 4 / 2 + 3 * root * 4) / 2**20}
 
 
 def main() -> None:
