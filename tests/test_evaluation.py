@@ -24,7 +24,8 @@ def fit(tmp_path, steps, callback, **module_kwargs):
 
 
 def test_politeness_scores_each_word():
-    assert politeness(["x"], [" Thanks for reaching out. Have a wonderful day."]) == [4.0]  # thanks reaching wonderful day
+    # thanks, reaching, wonderful, day
+    assert politeness(["x"], [" Thanks for reaching out. Have a wonderful day."]) == [4.0]
     assert politeness(["x"], [" Ugh, fine. Go away."]) == [-2.0]
     assert politeness(["x", "y"], ["", "the bike"]) == [0.0, 0.0]
 

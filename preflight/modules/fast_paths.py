@@ -255,7 +255,8 @@ def describe_patterns(patterns) -> str:
 
 
 # ---------------------------------------------------------------------- the decision
-def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting, padding_free: Setting = "off") -> LogpsPath:
+def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting,
+                padding_free: Setting = "off") -> LogpsPath:
     """The paths for `lm` (a transformers causal LM, PEFT unwrapped) under the module's settings.
 
     ``off`` is off; ``auto`` is on exactly where the path is exact (padding-free: and where it needs no

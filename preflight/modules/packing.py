@@ -15,9 +15,10 @@ Two units of layout:
 - **separate sequences**: ``[prompt, chosen]`` and ``[prompt, rejected]``, each its own document.
 
 Units go one per row, or several per row up to a token budget, balanced so the rows have similar
-lengths (padding-free: the rows hold real tokens, padded only to the longest row). The rule is rendered as a dense bool mask [R, 1, L, L] for
-sdpa and eager attention, or as a FlexAttention `BlockMask` built one query block at a time, so no
-[L, L] tensor exists; flash-attention kernels take the packed row through its position ids alone.
+lengths (padding-free: the rows hold real tokens, padded only to the longest row). The rule is
+rendered as a dense bool mask [R, 1, L, L] for sdpa and eager attention, or as a FlexAttention
+`BlockMask` built one query block at a time, so no [L, L] tensor exists; flash-attention kernels
+take the packed row through its position ids alone.
 
 The first token of each completion is predicted from the last prompt position; the other tokens
 from the position before them within their own completion.

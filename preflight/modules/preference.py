@@ -130,7 +130,7 @@ class PreferenceModule(PreflightModule):
         self.padding_free, self.max_tokens_per_row = padding_free, max_tokens_per_row
         self.dense_mask_max_length = dense_mask_max_length
         if max_tokens_per_row is not None and max_tokens_per_row < 1:
-            raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None; got {max_tokens_per_row}")
+            raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None, got {max_tokens_per_row}")
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.attn_implementation = attn_implementation
         self.policy: nn.Module | None = None
@@ -163,7 +163,8 @@ class PreferenceModule(PreflightModule):
         from transformers import AutoModelForCausalLM
 
         return load_model(spec, AutoModelForCausalLM, trust_remote_code=self.trust_remote_code,
-                          init_seed=self.init_seed, dtype=self.model_dtype, attn_implementation=self.attn_implementation)
+                          init_seed=self.init_seed, dtype=self.model_dtype,
+                          attn_implementation=self.attn_implementation)
 
     def configure_model(self) -> None:
         """Build the policy (and reference). Idempotent, so sharded strategies may call it on their devices."""

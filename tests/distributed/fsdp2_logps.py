@@ -2,8 +2,8 @@
 
     python tests/distributed/fsdp2_logps.py OUT.pt
 
-Rank 0 writes, for the shared prompt and the fused head each on and off, the summed completion log-probs of every row and the
-full (gathered) gradient of their sum with respect to every parameter.
+Rank 0 writes, for the shared prompt and the fused head each on and off, the summed completion log-probs of
+every row and the full (gathered) gradient of their sum with respect to every parameter.
 """
 
 import os

@@ -17,7 +17,8 @@ def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     table = list(csv.DictReader(open(version / "generations.csv", newline="")))
     assert len(table) == 8 * len(gen)  # 8 prompts at each evaluation
     final = [r for r in table if int(r["step"]) == int(gen[-1]["step"])]
-    assert float(gen[-1]["val/gen/reward"]) == pytest.approx(sum(float(r["policy_reward"]) for r in final) / 8, abs=1e-5)
+    mean_reward = sum(float(r["policy_reward"]) for r in final) / 8
+    assert float(gen[-1]["val/gen/reward"]) == pytest.approx(mean_reward, abs=1e-5)
     plot = preflight("plot", "runs/dpo")
     assert any("generation.png (val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
                for line in plot.preflight_lines())
