@@ -3,7 +3,7 @@ rounds, each run in its own process): a quick check that a change kept the speed
 
     python benchmarks/recheck_vs_plain.py      # prints each run; medians go into RESULTS.md by hand
 """
-import sys, json, argparse
+import sys, argparse
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent)); sys.argv = ["dpo_vs_trl.py"]
 import dpo_vs_trl as B
 args = argparse.Namespace(worker=False, runner=None, workload="standard", vocab=32000, pairs=100, device="cpu", json=None, extra=None, threads=0, repeats=2, sweep="", out="", peak_tflops=None)
