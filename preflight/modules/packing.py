@@ -57,16 +57,7 @@ class Layout:
     def allows(self, row: Tensor, query: Tensor, key: Tensor, pattern=None) -> Tensor:
         """Whether `query` may attend to `key` in `row` (broadcasting index tensors), with the layer's
         attention pattern (`fast_paths.AttentionPattern`; None: full) applied by position id."""
-        document = self.document[row, query]
-        allowed = (document == self.document[row, key]) & (document != PAD) & (key <= query)
-        allowed &= ~((self.segment[row, query] == REJECTED) & (self.segment[row, key] == CHOSEN))
-        if pattern is not None and pattern.kind != "full":
-            allowed &= pattern.allows(self.position_ids[row, query], self.position_ids[row, key])
-        return allowed | (query == key)  # padding sees itself: never a row of -inf (NaN)
-
-    @property
-    def attention_mask(self) -> Tensor:
-        return self.mask()
+        return _attention_rule(self.document, self.segment, self.position_ids, row, query, key, pattern)
 
     def mask(self, pattern=None) -> Tensor:
         """The dense bool mask [R, 1, L, L]: True where a query (row) may attend to a key (column)."""
@@ -110,17 +101,24 @@ class Layout:
         extra = n * block - L
         document, segment = (torch.nn.functional.pad(t, (0, extra), value=PAD) for t in (self.document, self.segment))
         positions = torch.nn.functional.pad(self.position_ids, (0, extra))
-        window = pattern if pattern is not None and pattern.kind != "full" else None
 
         def mask_mod(b, h, q_idx, kv_idx):
-            allowed = (document[b, q_idx] == document[b, kv_idx]) & (document[b, q_idx] != PAD) & (kv_idx <= q_idx)
-            allowed = allowed & ~((segment[b, q_idx] == REJECTED) & (segment[b, kv_idx] == CHOSEN))
-            if window is not None:
-                allowed = allowed & window.allows(positions[b, q_idx], positions[b, kv_idx])
-            return allowed | (q_idx == kv_idx)
+            return _attention_rule(document, segment, positions, b, q_idx, kv_idx, pattern)
 
         return BlockMask.from_kv_blocks(partial_count, partial_index, full_count, full_index, BLOCK_SIZE=block,
                                         mask_mod=mask_mod, seq_lengths=(L, L))
+
+
+def _attention_rule(document: Tensor, segment: Tensor, positions: Tensor, row, query, key, pattern) -> Tensor:
+    """The one rule, for the dense mask and the block mask's `mask_mod` alike: the same document, causal,
+    a rejected token never sees a chosen one, within the pattern's window by position id; padding sees itself
+    (never a row of -inf, NaN). Out-of-place operations, so FlexAttention can trace it."""
+    own = document[row, query]
+    allowed = (own == document[row, key]) & (own != PAD) & (key <= query)
+    allowed = allowed & ~((segment[row, query] == REJECTED) & (segment[row, key] == CHOSEN))
+    if pattern is not None and pattern.kind != "full":
+        allowed = allowed & pattern.allows(positions[row, query], positions[row, key])
+    return allowed | (query == key)
 
 
 def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> Layout:

@@ -25,7 +25,7 @@ def test_packed_rows_hold_prompt_once_then_both_completions():
         assert packed.input_ids[i, :n].tolist() == p.prompt_ids + p.chosen_ids + p.rejected_ids
         P, C = len(p.prompt_ids), len(p.chosen_ids)
         assert packed.position_ids[i, P + C].item() == P  # rejected positions restart after the prompt
-        mask = packed.attention_mask[i, 0]
+        mask = packed.mask()[i, 0]
         assert not mask[P + C, P : P + C].any()  # the rejected completion never sees the chosen one
         assert mask[P + C, :P].all() and mask[P + C, P + C] and not mask[P + C, P + C + 1 :].any()
 
