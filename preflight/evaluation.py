@@ -145,12 +145,15 @@ class GenerationEval(L.Callback):
         was_training = policy.training
         policy.eval()
         try:
-            samples = [self._sample(policy, index, prompt, tokenizer, synced) for index, prompt in mine]
+            pad = trainer.datamodule.collator.pad_token_id
+            samples = [self._sample(policy, index, prompt, tokenizer.eos_token_id, pad, synced)
+                       for index, prompt in mine]
             if reference is not None:
                 for index, prompt in mine:
                     if index not in self._reference_samples:
                         with reference() as model:
-                            self._reference_samples[index] = self._sample(model, index, prompt, tokenizer, synced)
+                            self._reference_samples[index] = self._sample(model, index, prompt, tokenizer.eos_token_id,
+                                                                          pad, synced)
             rows = self._score(pl_module, mine, samples, tokenizer, reference)
         finally:
             policy.train(was_training)
@@ -186,7 +189,7 @@ class GenerationEval(L.Callback):
             raise GenerationEvalError("GenerationEval samples validation prompts: set data.val (or data.val_split)")
         return [(i, list(data[i].prompt_ids)) for i in range(min(self.num_prompts, len(data)))]
 
-    def _sample(self, model, index: int, prompt: list[int], tokenizer, synced: bool) -> list[int]:
+    def _sample(self, model, index: int, prompt: list[int], eos: int, pad: int, synced: bool) -> list[int]:
         device = next(model.parameters()).device
         ids = torch.tensor([prompt], device=device)
         devices = [device] if device.type == "cuda" else []
@@ -194,8 +197,7 @@ class GenerationEval(L.Callback):
             torch.manual_seed(self.seed * 1_000_003 + index)
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.temperature,
-                top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, eos_token_id=eos, pad_token_id=pad,
                 synced_gpus=synced,
             )
         return out[0, len(prompt):].tolist()
@@ -210,10 +212,13 @@ class GenerationEval(L.Callback):
             return collate([TokenizedPair(index, prompt, c or [tokenizer.eos_token_id], c or [tokenizer.eos_token_id])
                             for (index, prompt), c in zip(mine, completions)])
 
+        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        prompts = [decode(prompt) for _, prompt in mine]
+        texts = [decode(sample) for sample in samples]
         batch = {k: v.to(device) for k, v in pairs_of(samples).items()}
         B = len(mine)
         rows = []
-        policy_rewards = self._rewards(batch, mine, samples, tokenizer)
+        policy_rewards = self._rewards(batch, prompts, texts)
         log_ratio = None
         if reference is not None:
             policy_logps = pl_module.completion_logps(pl_module.policy, batch)[:B]
@@ -221,21 +226,20 @@ class GenerationEval(L.Callback):
                 reference_logps = pl_module.completion_logps(model, batch)[:B]
             log_ratio = (policy_logps - reference_logps).tolist()
             reference_completions = [self._reference_samples[index] for index, _ in mine]
-            reference_rewards = self._rewards(pairs_of(reference_completions), mine, reference_completions, tokenizer)
-        for k, ((index, prompt), sample) in enumerate(zip(mine, samples)):
-            row = {"index": index, "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
-                   "policy_completion": tokenizer.decode(sample, skip_special_tokens=True),
+            reference_texts = [decode(c) for c in reference_completions]
+            reference_rewards = self._rewards(pairs_of(reference_completions), prompts, reference_texts)
+        for k, ((index, _), sample) in enumerate(zip(mine, samples)):
+            row = {"index": index, "prompt": prompts[k], "policy_completion": texts[k],
                    "policy_reward": policy_rewards[k], "policy_tokens": len(sample)}
             if reference is not None:
-                row.update(reference_completion=tokenizer.decode(reference_completions[k], skip_special_tokens=True),
-                           reference_reward=reference_rewards[k], log_ratio=log_ratio[k])
+                row.update(reference_completion=reference_texts[k], reference_reward=reference_rewards[k],
+                           log_ratio=log_ratio[k])
             rows.append(row)
         return rows
 
-    def _rewards(self, batch, mine, completions, tokenizer) -> list[float]:
+    def _rewards(self, batch, prompts: list[str], texts: list[str]) -> list[float]:
+        """The reward of each completion: the function on the decoded texts, or the reward model on the ids."""
         if self._reward_fn is not None:
-            prompts = [tokenizer.decode(p, skip_special_tokens=True) for _, p in mine]
-            texts = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
             scores = [float(s) for s in self._reward_fn(prompts, texts)]
             if len(scores) != len(texts):
                 raise GenerationEvalError(f"reward {self.reward_spec!r} returned {len(scores)} scores for "
@@ -243,8 +247,7 @@ class GenerationEval(L.Callback):
             return scores
         module = self._reward_module
         device = next(module.parameters()).device
-        B = len(mine)
-        return module.rewards({k: v.to(device) for k, v in batch.items()})[:B].tolist()
+        return module.rewards({k: v.to(device) for k, v in batch.items()})[: len(texts)].tolist()
 
     def _write(self, trainer: L.Trainer, folder: Path, rows: list[dict[str, Any]]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
