@@ -45,6 +45,10 @@ class Bandit:
         """log π* = log softmax(log π_ref + r/β) (seed Eq. 4)."""
         return torch.log_softmax(self.reference + self.reward / beta, -1)
 
+    def prob_of_best(self, log_policy: torch.Tensor) -> float:
+        """Mean over prompts of the probability `log_policy` [K, M] gives each prompt's best response."""
+        return float(log_policy.gather(1, self.reward.argmax(-1, keepdim=True)).exp().mean())
+
     def pairs(self, n: int, seed: int, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
         """(prompt, chosen, rejected) of n pairs: two different responses from π_ref, the winner drawn from
         σ(r₁ − r₂) (Bradley-Terry, seed Eq. 1), or always the better one when `deterministic`."""
@@ -83,7 +87,6 @@ def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, 
     optimizer = torch.optim.Adam([logits], lr=lr)
     ones = torch.ones(len(x), dtype=torch.float64)
     optimum, trace = bandit.optimum(beta), []
-    best = bandit.reward.argmax(-1, keepdim=True)
     for step in range(1, steps + 1):
         logp = torch.log_softmax(logits, -1)
         out = loss(LossInputs(policy_chosen_logps=logp[x, chosen], policy_rejected_logps=logp[x, rejected],
@@ -95,8 +98,7 @@ def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, 
         optimizer.step()
         if record_every and (step % record_every == 0 or step == 1):
             current = torch.log_softmax(logits.detach(), -1)
-            trace.append((step, kl(current, bandit.reference), kl(current, optimum),
-                          float(current.gather(1, best).exp().mean())))
+            trace.append((step, kl(current, bandit.reference), kl(current, optimum), bandit.prob_of_best(current)))
     return torch.log_softmax(logits.detach(), -1), trace
 
 
@@ -211,8 +213,8 @@ def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
     for n in settings.sizes:
         cells = [f"{kl_star[loss, n]:.4f} | {rmse[loss, n]:.3f}" for loss in settings.losses]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {rm[(n,)]:.3f} |")
-    best = Bandit.make(settings.prompts, settings.responses)
-    optimal_best = float(best.optimum(settings.beta).gather(1, best.reward.argmax(-1, keepdim=True)).exp().mean())
+    bandit = Bandit.make(settings.prompts, settings.responses)
+    optimal_best = bandit.prob_of_best(bandit.optimum(settings.beta))
     lines += ["", f"Deterministic preferences ({max(settings.sizes)} pairs, the better response always wins): the "
               f"mean probability of each prompt's best response during training (π* of Eq. 3 gives it "
               f"{optimal_best:.3f}; a deterministic policy 1):", "",
@@ -247,15 +249,14 @@ def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: P
                 title="KL to the optimum of Eq. 3 against data")
     rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
     axes[1].plot(settings.sizes, [rm[(n,)] for n in settings.sizes], marker="o", color="k", label="reward model")
+    corr = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rank_correlation")
     for i, loss in enumerate(settings.losses):
-        corr = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rank_correlation")
         axes[1].plot(settings.sizes, [corr[loss, n] for n in settings.sizes], marker="o", ls="--", color=f"C{i}",
                      label=f"{loss} implicit reward")
     axes[1].set(xscale="log", xlabel="preference pairs", ylabel="Spearman ρ with the true reward",
                 title="Rewards recovered (rank, per prompt)")
-    optimal = Bandit.make(settings.prompts, settings.responses)
-    axes[2].axhline(float(optimal.optimum(settings.beta).gather(1, optimal.reward.argmax(-1, keepdim=True)).exp().mean()),
-                    color="gray", ls=":", label="π* (Eq. 4)")
+    bandit = Bandit.make(settings.prompts, settings.responses)
+    axes[2].axhline(bandit.prob_of_best(bandit.optimum(settings.beta)), color="gray", ls=":", label="π* (Eq. 4)")
     axes[2].set(xlabel="full-batch step", ylabel="mean π_θ(best response)", title="Deterministic preferences")
     for ax in axes:
         ax.grid(alpha=0.3)
