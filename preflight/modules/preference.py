@@ -67,9 +67,9 @@ class PreferenceModule(PreflightModule):
             rows without a dense mask (``flex_attention``: a block mask; ``flash_attention_2``/``_3``: one row
             by position ids) and the layers are attention-only; ``on``: also with sdpa/eager (a dense mask per
             packed row); ``off``. The pairs of a step and the loss are the same either way.
-        max_tokens_per_row: the token budget of a packed row (sequences fill rows in order; one longer than
-            the budget gets its own row); None packs the whole micro-batch into one row. Flash kernels always
-            take one row.
+        max_tokens_per_row: the token budget of a packed row (rows are filled to similar lengths, longest
+            sequence first; one longer than the budget gets its own row); None packs the whole micro-batch into
+            one row. Flash kernels always take one row.
         dense_mask_max_length: the longest row (tokens) a dense [L, L] mask is built for (sdpa, eager): a batch
             whose shared-prompt or packed rows are longer takes separate rows instead (the same values; measured
             on CPU, the dense mask costs more than the shared prompt saves at 8k-token rows). None: no limit.
