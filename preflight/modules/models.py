@@ -155,29 +155,46 @@ def is_peft(model: nn.Module) -> bool:
 
 
 def shard_fsdp2(model: nn.Module, mesh) -> nn.Module:
-    """FSDP2: `fully_shard` each decoder layer (the model's `_no_split_modules` classes), then the root."""
+    """FSDP2: `fully_shard` each decoder layer (the model's `_no_split_modules` classes), the input embedding
+    and the lm_head when they are untied (each a unit of its own, so that each is gathered only while it is
+    used: together in the root unit they would be gathered whole for the whole step, a cost that grows with
+    the vocabulary), then the root."""
     from torch.distributed.fsdp import fully_shard
 
-    layer_classes = set(getattr(unwrap_peft(model), "_no_split_modules", None) or ())
+    lm = unwrap_peft(model)
+    layer_classes = set(getattr(lm, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     if not layers:
         raise ModelLoadError(f"{type(model).__name__}: no decoder-layer classes (_no_split_modules) to shard")
     for layer in layers:
         fully_shard(layer, mesh=mesh)
+    for unit in untied_vocabulary_modules(lm):
+        fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
 
 
-def is_fsdp2_root(model: nn.Module) -> bool:
+def untied_vocabulary_modules(lm: nn.Module) -> list[nn.Module]:
+    """The input embedding and the lm_head when they share no parameter (tied, they must stay in one unit)."""
+    embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    if embedding is None or head is None:
+        return []
+    if {id(p) for p in embedding.parameters()} & {id(p) for p in head.parameters()}:
+        return []
+    return [embedding, head]
+
+
+def is_fsdp2_unit(model: nn.Module) -> bool:
+    """A module that FSDP2's `fully_shard` made a unit (the root or any inner one)."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
 
 
 def inside_forward(root: nn.Module, function, *args, **kwargs):
-    """``function(*args, **kwargs)`` run as `root`'s forward, so the hooks a sharding strategy put on the
-    root (FSDP2: gather the root's own parameters, such as the lm_head, before; re-shard and reduce their
-    gradients after) wrap it as they wrap the model's own forward."""
+    """``function(*args, **kwargs)`` run as `root`'s forward, so the hooks a sharding strategy put on that
+    module (FSDP2: gather its own parameters, such as the lm_head's weight, before; re-shard and reduce their
+    gradients after) wrap it as they wrap the module's own forward."""
     original = root.forward
 
     def redirected(*_args, **_kwargs):

@@ -19,7 +19,7 @@ from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import Layout, additive_mask, layout
-from .models import (apply_lora, check_model_source, inside_forward, is_fsdp2_root, is_peft, load_model, model_source,
+from .models import (apply_lora, check_model_source, inside_forward, is_fsdp2_unit, is_peft, load_model, model_source,
                      shard_fsdp2, unwrap_peft)
 
 log = logging.getLogger("preflight")
@@ -400,22 +400,25 @@ class PreferenceModule(PreflightModule):
         self._precomputed = checkpoint.get("preflight_reference_logps", {})
 
 
-def as_forward(model: nn.Module, function, *args):
-    """`function(*args)`, run as the model's forward where the model is an FSDP2 root: the fused head reads the
-    lm_head weight directly, which FSDP2 gathers only inside the root's forward (and reduces after its backward)."""
-    return inside_forward(model, function, *args) if is_fsdp2_root(model) else function(*args)
+def as_forward(module: nn.Module, function, *args):
+    """`function(*args)`, run as the module's forward where the module is an FSDP2 unit. The fused head reads
+    the lm_head weight directly, which FSDP2 gathers only inside its unit's forward (and reduces after its
+    backward); the decoder's own units are gathered by their forwards as usual, inside the root's."""
+    return inside_forward(module, function, *args) if is_fsdp2_unit(module) else function(*args)
 
 
 def _decoder_then_head(lm: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask: Tensor, chunk_size: int,
                        transform) -> Tensor:
     hidden = lm.get_decoder()(**kwargs).last_hidden_state
-    return logps_from_hidden(hidden, lm.get_output_embeddings(), input_ids, completion_mask, chunk_size, transform)
+    head = lm.get_output_embeddings()
+    return as_forward(head, logps_from_hidden, hidden, head, input_ids, completion_mask, chunk_size, transform)
 
 
 def _packed_decoder_then_head(lm: nn.Module, kwargs: dict, rows: Tensor, sources: Tensor, targets: Tensor,
                               chunk_size: int, transform) -> Tensor:
     hidden = lm.get_decoder()(**kwargs).last_hidden_state
-    return token_logps_from_hidden(hidden[rows, sources], lm.get_output_embeddings(), targets, chunk_size, transform)
+    head = lm.get_output_embeddings()
+    return as_forward(head, token_logps_from_hidden, hidden[rows, sources], head, targets, chunk_size, transform)
 
 
 def _is_table(table, rows: int) -> bool:

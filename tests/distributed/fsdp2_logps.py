@@ -2,8 +2,9 @@
 
     python tests/distributed/fsdp2_logps.py OUT.pt
 
-Rank 0 writes, for the shared prompt and the fused head each on and off, the summed completion log-probs of
-every row and the full (gathered) gradient of their sum with respect to every parameter.
+Rank 0 writes, for the shared prompt and the fused head each on and off (and for tied embeddings, both on and
+both off), the summed completion log-probs of every row, the full (gathered) gradient of their sum with respect to
+every parameter, and whether the lm_head was an FSDP2 unit of its own.
 """
 
 import os
@@ -18,15 +19,17 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 from preflight import PreferenceModule  # noqa: E402
-from preflight.modules.models import shard_fsdp2  # noqa: E402
+from preflight.modules.models import is_fsdp2_unit, shard_fsdp2  # noqa: E402
 from tests.helpers import batch_of, random_pairs, tiny_causal_lm  # noqa: E402
 
 
 def logps_and_grads(sharded: bool) -> dict:
     results = {}
-    for shared, fused in [(s, f) for s in ("on", "off") for f in ("on", "off")]:
-        module = PreferenceModule(tiny_causal_lm(seed=3), loss="dpo", fused_lm_head=fused, shared_prompt=shared,
-                                  lm_head_chunk_size=7)  # several chunks, the last a partial one
+    runs = [(s, f, False) for s in ("on", "off") for f in ("on", "off")]
+    runs += [("on", "on", True), ("off", "off", True)]  # tied embeddings: fused and shared, and the plain path
+    for shared, fused, tied in runs:
+        module = PreferenceModule(tiny_causal_lm(seed=3, tie_word_embeddings=tied), loss="dpo", fused_lm_head=fused,
+                                  shared_prompt=shared, lm_head_chunk_size=7)  # several chunks, the last partial
         module.configure_model()
         policy = module.policy
         if sharded:
@@ -38,7 +41,9 @@ def logps_and_grads(sharded: bool) -> dict:
         logps.sum().backward()
         grads = {name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
                  for name, p in policy.named_parameters()}
-        results[shared, fused] = {"logps": logps.detach(), "grads": grads, "path": module.path_for(policy).as_dict()}
+        results[shared, fused, tied] = {"logps": logps.detach(), "grads": grads,
+                                        "path": module.path_for(policy).as_dict(),
+                                        "head_unit": is_fsdp2_unit(policy.get_output_embeddings())}
     return results
 
 

@@ -1,5 +1,6 @@
-"""The fused lm_head under FSDP2: the chunked head runs inside the root's forward, where FSDP2 gathers the
-head weight, and gives the single-process values and gradients (CPU, gloo, 2 processes)."""
+"""The fused lm_head under FSDP2: the chunked head runs as the forward of the lm_head's own unit (untied) or of
+the root (tied), where FSDP2 gathers the head weight, and gives the single-process values and gradients (CPU,
+gloo, 2 processes)."""
 
 import subprocess
 import sys
@@ -17,11 +18,13 @@ def test_sharded_fused_head_equals_one_process(tmp_path):
     runs = torch.load(out)
     sharded, single = runs["sharded"], runs["single"]
     for shared in ("on", "off"):
-        assert sharded[shared, "on"]["path"]["fused_lm_head"] and not sharded[shared, "off"]["path"]["fused_lm_head"]
-        assert sharded[shared, "on"]["path"]["shared_prompt"] == (shared == "on")
-        expected = single["off", "off"]  # one process, one row per sequence, full logits: the reference
-        for name, run in [("sharded, fused", sharded[shared, "on"]), ("sharded, plain head", sharded[shared, "off"]),
-                          ("one process, fused", single[shared, "on"])]:
+        fused, plain = sharded[shared, "on", False], sharded[shared, "off", False]
+        assert fused["path"]["fused_lm_head"] and not plain["path"]["fused_lm_head"]
+        assert fused["path"]["shared_prompt"] == (shared == "on")
+        assert fused["head_unit"] and plain["head_unit"]  # untied: the head is gathered by a unit of its own
+        expected = single["off", "off", False]  # one process, one row per sequence, full logits: the reference
+        for name, run in [("sharded, fused", fused), ("sharded, plain head", plain),
+                          ("one process, fused", single[shared, "on", False])]:
             name = f"{name}, shared prompt {shared}"
             torch.testing.assert_close(run["logps"], expected["logps"], atol=1e-5, rtol=0, msg=name)
             assert run["grads"].keys() == expected["grads"].keys()
@@ -29,5 +32,12 @@ def test_sharded_fused_head_equals_one_process(tmp_path):
                 reference = expected["grads"][param]
                 error = (grad - reference).abs().max() / reference.abs().max().clamp(min=1e-12)
                 assert error <= 1e-5, f"{name}: {param} gradient differs by {error:.2e} relative"
-    head = "lm_head.weight" if "lm_head.weight" in expected["grads"] else "model.embed_tokens.weight"
-    assert expected["grads"][head].abs().max() > 0  # the head's gradient is compared, and is not zero
+    assert expected["grads"]["lm_head.weight"].abs().max() > 0  # the head's gradient is compared, and is not zero
+
+    tied, expected = sharded["on", "on", True], single["off", "off", True]
+    assert tied["path"]["fused_lm_head"] and not tied["head_unit"]  # tied: the head stays in the root unit
+    assert "lm_head.weight" not in tied["grads"] and expected["grads"]["model.embed_tokens.weight"].abs().max() > 0
+    torch.testing.assert_close(tied["logps"], expected["logps"], atol=1e-5, rtol=0)
+    for param, grad in tied["grads"].items():
+        reference = expected["grads"][param]
+        assert (grad - reference).abs().max() / reference.abs().max().clamp(min=1e-12) <= 1e-5, param
