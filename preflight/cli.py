@@ -55,7 +55,7 @@ commands:
   export     write a Hugging Face folder:     preflight export runs/dpo out/dpo-model
   losses     list every registered loss with its hyperparameters, reference needs and paper
   plot       draw a run's logged metrics:     preflight plot runs/dpo  (needs pip install 'preflight[plots]')
-  experiment experiments against a known reward: preflight experiment bandit --losses dpo,ipo
+  experiment experiments against a known reward: preflight experiment {bandit,frontier} --losses dpo,ipo
 
 Each command takes --help. Runs write to runs/<run name>/version_N (config, metrics.csv, checkpoints).
 """
@@ -292,8 +292,6 @@ def plot_main(argv: list[str]) -> None:
 
 
 def experiment_main(argv: list[str]) -> None:
-    from .experiments.bandit import BanditSettings, plot_bandit, run_bandit
-
     parser = argparse.ArgumentParser(prog="preflight experiment", description="Experiments against a known reward.")
     commands = parser.add_subparsers(dest="experiment", required=True)
     bandit = commands.add_parser("bandit", help="the exact case: KL to the optimum of Eq. 3 against data, per loss")
@@ -302,22 +300,70 @@ def experiment_main(argv: list[str]) -> None:
     bandit.add_argument("--quick", action="store_true", help="3 sizes, 1 seed, fewer steps: about 10 seconds")
     bandit.add_argument("--out", default="experiments/bandit", help="the folder for the CSVs, summary and plot")
     bandit.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
+    frontier = commands.add_parser("frontier", help="true reward against KL to the reference, per loss and β, on a "
+                                                    "language task with a known reward")
+    frontier.add_argument("--losses", help="registry names of the policy losses, comma-separated "
+                                           "(default dpo,ipo,simpo; --quick: dpo)")
+    frontier.add_argument("--betas", help="the β grid, comma-separated (default 0.05,0.2,1.0; --quick: 0.05)")
+    frontier.add_argument("--seeds", type=int, default=1, help="training seeds per loss and β")
+    frontier.add_argument("--quick", action="store_true", help="DPO at one β on a smaller task: about a minute")
+    frontier.add_argument("--with-trl", action="store_true", help="also train TRL's DPOTrainer on the same pairs")
+    frontier.add_argument("--out", default="experiments/frontier", help="the folder for the CSVs, summary and plot")
+    frontier.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
     ns = parser.parse_args(argv)
     load_entry_points()
     import_user_modules(ns.imports)
-    losses = tuple(name.strip() for name in ns.losses.split(",") if name.strip())
-    settings = BanditSettings.quick(losses) if ns.quick else BanditSettings(losses=losses)
-    settings.beta = ns.beta
+    losses = tuple(name.strip() for name in (ns.losses or "").split(",") if name.strip())
     for name in losses:
         if build_loss({"name": name}).input_kind != "logps":  # an unknown name fails here, before any work
             raise PreflightConfigError(f"loss {name!r} trains a reward model, not a policy")
+    (bandit_main if ns.experiment == "bandit" else frontier_main)(ns, losses)
+
+
+def bandit_main(ns: argparse.Namespace, losses: tuple[str, ...]) -> None:
+    from .experiments.bandit import BanditSettings, plot_bandit, run_bandit
+
+    settings = BanditSettings.quick(losses) if ns.quick else BanditSettings(losses=losses)
+    settings.beta = ns.beta
     out = Path(ns.out)
     tables = run_bandit(settings, out)
     print((out / "summary.md").read_text(), end="")
     for name in tables:
         print(f"preflight: experiment: wrote {out / (name + '.csv')}")
+    _plot(plot_bandit, tables, settings, out / "bandit.png")
+
+
+def frontier_main(ns: argparse.Namespace, losses: tuple[str, ...]) -> None:
+    from dataclasses import replace
+
+    from .experiments.frontier import FrontierSettings, plot_frontier, run_frontier
+
+    settings = FrontierSettings.quick() if ns.quick else FrontierSettings()
     try:
-        print(f"preflight: experiment: wrote {plot_bandit(tables, settings, out / 'bandit.png')}")
+        betas = tuple(float(b) for b in ns.betas.split(",")) if ns.betas else settings.betas
+    except ValueError:
+        raise PreflightConfigError(f"--betas {ns.betas!r}: give numbers separated by commas") from None
+    if any(not b > 0 for b in betas):
+        raise PreflightConfigError(f"--betas {ns.betas!r}: every β must be positive")
+    if ns.seeds < 1:
+        raise PreflightConfigError("--seeds must be at least 1")
+    if ns.with_trl:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            raise PreflightConfigError("--with-trl needs TRL: pip install trl") from None
+    settings = replace(settings, losses=losses or settings.losses, betas=betas, seeds=ns.seeds, with_trl=ns.with_trl)
+    out = Path(ns.out)
+    result = run_frontier(settings, out)
+    print((out / "summary.md").read_text(), end="")
+    for name in ("frontier", "optimum"):
+        print(f"preflight: experiment: wrote {out / (name + '.csv')}")
+    _plot(plot_frontier, result, out / "frontier.png")
+
+
+def _plot(function, *args) -> None:
+    try:
+        print(f"preflight: experiment: wrote {function(*args)}")
     except ImportError:
         print("preflight: experiment: no plot: pip install 'preflight[plots]' for matplotlib")
 

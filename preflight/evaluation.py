@@ -96,6 +96,7 @@ class GenerationEval(L.Callback):
         self._reward_module = None
         self._reference_samples: dict[int, list[int]] = {}
         self._last_step: int | None = None
+        self.last_values: dict[str, float] = {}  # the latest evaluation's logged values
         self.last_rows: list[dict[str, Any]] = []  # the latest evaluation's rows (all processes), by prompt
         self.last_samples: dict[int, list[int]] = {}  # this process's latest policy samples (token ids), by prompt
 
@@ -172,6 +173,7 @@ class GenerationEval(L.Callback):
                                                 0.5 if r["policy_reward"] == r["reference_reward"] else 0.0
                                                 for r in rows])
             values["val/gen/kl"] = _mean([r["log_ratio"] for r in rows])
+        self.last_values = values
         # straight to the loggers (and callback_metrics, which checkpoint monitors read): the values are already
         # the same on every process, and this also works when called outside Lightning's loops
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})

@@ -8,6 +8,8 @@ import pytest
 from preflight import PreferenceDataModule, PreferenceModule, RewardModule
 from preflight.evaluation import GenerationEval
 from preflight.experiments.bandit import BanditSettings
+from preflight.experiments.frontier import FrontierSettings
+from preflight.experiments.known_reward import KnownRewardTask
 from preflight.losses import available_losses, loss_class
 from tests.flows.conftest import QUICK
 
@@ -47,8 +49,8 @@ def documented_args(cls) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule, GenerationEval, BanditSettings],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule, GenerationEval, BanditSettings,
+                                 FrontierSettings, KnownRewardTask], ids=lambda c: c.__name__)
 def test_every_option_has_an_args_entry(cls):
     parameters = set(inspect.signature(cls.__init__).parameters) - {"self"}
     assert parameters - documented_args(cls) == set()

@@ -1,7 +1,10 @@
-"""`preflight experiment bandit --quick` from the command, its measurements checked against naive loops."""
+"""`preflight experiment bandit --quick` and `frontier --quick` from the command, their measurements checked
+against naive loops and formulas."""
 
 import csv
+import json
 import math
+import sys
 
 import pytest
 import torch
@@ -47,19 +50,21 @@ def test_pairs_follow_the_bradley_terry_model():
 
 
 def test_bandit_command_measures_dpo_reaching_the_optimum(preflight, workdir):
-    result = preflight("experiment", "bandit", "--quick", "--losses", "dpo,ipo", "--out", "bandit")
+    """The README's `preflight experiment bandit --quick --losses dpo,ipo`, as written."""
+    result = preflight("experiment", "bandit", "--quick", "--losses", "dpo,ipo")
     assert result.code == 0, result.err
     assert result.out.startswith("# Bandit: 8 prompts × 6 responses, β = 0.5")
-    assert "preflight: experiment: wrote bandit/bandit.png" in result.preflight_lines()
-    table = rows(workdir / "bandit/bandit.csv")
+    folder = workdir / "experiments/bandit"
+    assert "preflight: experiment: wrote experiments/bandit/bandit.png" in result.preflight_lines()
+    table = rows(folder / "bandit.csv")
     dpo = {int(r["pairs"]): float(r["kl_to_optimum"]) for r in table if r["loss"] == "dpo"}
     assert list(dpo) == [100, 1000, 10000]
     assert dpo[100] > dpo[1000] > dpo[10000] and dpo[10000] < 0.05  # KL(π_θ ‖ π*) → 0 with data
     rmse = {int(r["pairs"]): float(r["implicit_reward_rmse"]) for r in table if r["loss"] == "dpo"}
     assert rmse[10000] < 0.2  # β log π/π_ref = r + const(x), seed Eq. 5
-    reward_model = {int(r["pairs"]): float(r["rank_correlation"]) for r in rows(workdir / "bandit/reward_model.csv")}
+    reward_model = {int(r["pairs"]): float(r["rank_correlation"]) for r in rows(folder / "reward_model.csv")}
     assert reward_model[10000] > 0.9
-    trace = rows(workdir / "bandit/deterministic.csv")
+    trace = rows(folder / "deterministic.csv")
     best = lambda loss: [float(r["prob_of_best"]) for r in trace if r["loss"] == loss]  # noqa: E731
     assert best("dpo")[-1] > 0.99  # drifts to the deterministic policy
     ipo = best("ipo")
@@ -71,4 +76,86 @@ def test_a_reward_loss_or_unknown_name_is_a_one_line_error(preflight, workdir):
     assert result.code == 2 and result.preflight_lines() == [
         "preflight: error: loss 'bt' trains a reward model, not a policy"]
     assert preflight("experiment", "bandit", "--losses", "nope").code == 2
+    assert not (workdir / "experiments").exists()  # nothing written
+
+
+# ---------------------------------------------------------------------------------------------- the frontier
+def test_the_optimum_of_the_known_reward_task_is_the_formula_by_enumeration():
+    from preflight.experiments.known_reward import optimal_frontier
+
+    rewards = [-3.0, -1.0, 0.0, 0.0, 2.0, 4.0]  # base-policy samples, each of probability 1/n
+    for beta in (0.3, 1.0, 5.0):
+        weights = [math.exp(r / beta) for r in rewards]
+        p = [w / sum(weights) for w in weights]  # π* ∝ π_base exp(r/β), seed Eq. 4
+        point = optimal_frontier(rewards, [beta])[0]
+        assert point["reward"] == pytest.approx(sum(pi * r for pi, r in zip(p, rewards)), abs=1e-12)
+        assert point["kl"] == pytest.approx(sum(pi * math.log(pi * len(rewards)) for pi in p), abs=1e-12)
+        assert point["effective_samples"] == pytest.approx(sum(weights) ** 2 / sum(w * w for w in weights))
+    loose, tight = optimal_frontier(rewards, [1e4, 1e-3])
+    assert loose["kl"] < 1e-6 and loose["reward"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-3)
+    assert tight["reward"] == pytest.approx(4.0) and tight["kl"] == pytest.approx(math.log(len(rewards)), abs=1e-6)
+    assert loose["effective_samples"] == pytest.approx(6, abs=1e-3) and tight["effective_samples"] == pytest.approx(1)
+
+
+def test_pairs_are_labelled_by_the_bradley_terry_model():
+    import random
+
+    from preflight.experiments.known_reward import first_is_preferred
+
+    rng, n = random.Random(0), 20000
+    wins = sum(first_is_preferred(1.0, -1.0, rng) for _ in range(n)) / n
+    expected = 1 / (1 + math.exp(-2.0))
+    assert abs(wins - expected) < 4 * math.sqrt(expected * (1 - expected) / n)
+    assert first_is_preferred(1e6, 0.0, rng) and not first_is_preferred(0.0, 1e6, rng)  # no overflow
+
+
+def test_frontier_command_trains_dpo_past_the_reference_on_the_true_reward(preflight, workdir):
+    """The README's `preflight experiment frontier --quick --with-trl`, as written."""
+    from preflight.rewards import politeness
+
+    result = preflight("experiment", "frontier", "--quick", "--with-trl")
+    assert result.code == 0, result.err
+    folder = workdir / "experiments/frontier"
+    assert "\n# Reward–KL frontier: dpo and TRL DPO, β ∈ {0.05}, 1 seed(s)\n" in result.out
+    lines = result.preflight_lines()
+    assert "preflight: experiment: wrote experiments/frontier/frontier.png" in lines
+    assert any(line.startswith("preflight: experiment: preflight dpo β=0.05 seed 0: true reward") for line in lines)
+    # the task: pairs sampled from the base policy, which answers both politely and rudely, labelled by
+    # Bradley-Terry on the true reward: the chosen reply wins as often as σ(|Δr|) says
+    pairs = [json.loads(line) for line in (folder / "task/pairs/train.jsonl").read_text().splitlines()]
+    rewards = [p[k] for p in pairs for k in ("chosen_reward", "rejected_reward")]
+    assert len(pairs) > 300 and min(rewards) < 0 < max(rewards)
+    assert all(p["chosen_reward"] == politeness([p["prompt"]], [p["chosen"]])[0] for p in pairs)
+    decided = [p for p in pairs if p["chosen_reward"] != p["rejected_reward"]]
+    expected = [1 / (1 + math.exp(-abs(p["chosen_reward"] - p["rejected_reward"]))) for p in decided]
+    observed = sum(p["chosen_reward"] > p["rejected_reward"] for p in decided)
+    assert abs(observed - sum(expected)) < 4 * math.sqrt(sum(q * (1 - q) for q in expected))
+    # what the row says is what the run's samples say
+    row, trl = rows(folder / "frontier.csv")
+    assert (row["trainer"], row["loss"], trl["trainer"], trl["loss"]) == ("preflight", "dpo", "trl", "dpo")
+    samples = rows(folder / "runs/preflight_dpo_beta0.05_seed0/generations.csv")
+    assert len(samples) == int(row["prompts"]) and 40 <= len(samples) <= 48  # val pairs with two different replies
+    mean = lambda key: sum(float(s[key]) for s in samples) / len(samples)  # noqa: E731
+    assert float(row["reward"]) == pytest.approx(mean("policy_reward"))
+    assert float(row["kl"]) == pytest.approx(mean("log_ratio"))
+    assert float(row["reference_reward"]) == pytest.approx(mean("reference_reward"))
+    # DPO at a small β beats the reference policy's true reward, at a positive KL
+    assert float(row["reward"]) > float(row["reference_reward"]) + 0.5
+    assert float(row["win_rate"]) > 0.5 and float(row["kl"]) > 0
+    # TRL's DPOTrainer on the same pairs, from the same base, compared with the same base samples
+    assert trl["reference_reward"] == row["reference_reward"]
+    assert float(trl["reward"]) > float(trl["reference_reward"]) + 0.5 and float(trl["kl"]) > 0
+    optimum = rows(folder / "optimum.csv")
+    assert all(float(p["kl"]) >= 0 and 1 <= float(p["effective_samples"]) <= len(rewards) for p in optimum)
+
+
+def test_frontier_bad_arguments_are_one_line_errors(preflight, workdir, monkeypatch):
+    result = preflight("experiment", "frontier", "--quick", "--betas", "0.1,x")
+    assert result.code == 2 and result.preflight_lines() == [
+        "preflight: error: --betas '0.1,x': give numbers separated by commas"]
+    assert preflight("experiment", "frontier", "--betas", "0").code == 2
+    assert preflight("experiment", "frontier", "--losses", "bt").code == 2
+    monkeypatch.setitem(sys.modules, "trl", None)  # TRL not installed
+    result = preflight("experiment", "frontier", "--with-trl")
+    assert result.code == 2 and result.preflight_lines() == ["preflight: error: --with-trl needs TRL: pip install trl"]
     assert not (workdir / "experiments").exists()  # nothing written
