@@ -1,37 +1,44 @@
-"""`preflight fit ... --trainer.devices 2 --trainer.strategy ddp` (and FSDP2) from the shell, 2 CPU processes."""
+"""`preflight fit` with 2 CPU processes from the shell: the README's FSDP2 command, and the logged metrics of
+DDP and gradient accumulation."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 PREFLIGHT = str(Path(sys.executable).parent / "preflight")
-STRATEGIES = {"ddp": "ddp", "fsdp2": '{"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"}'}
 
 
-@pytest.mark.parametrize("strategy", ["fsdp2"])  # the README test runs the ddp command (tests/test_readme.py)
-def test_two_process_fit_through_the_command(tmp_path, strategy):
+def readme_fsdp2_command() -> list[str]:
+    """The README's FSDP2 command, as written there."""
+    from tests.test_readme import commands, readme_blocks
+
+    (command,) = [c for block in readme_blocks() if block.lang == "bash" for c in commands(block.body)
+                  if "ModelParallelStrategy" in " ".join(c)]
+    return command
+
+
+def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path):
+    """The README's FSDP2 command (with the suite's short-run arguments), then `preflight export` of its
+    sharded checkpoint."""
+    from tests.test_readme import SHORT
+
     (tmp_path / "assets").symlink_to(ROOT / "assets")
-    result = subprocess.run(
-        [PREFLIGHT, "fit", "--config", str(ROOT / "configs" / "dpo.yaml"), "--trainer.devices", "2",
-         "--trainer.strategy", STRATEGIES[strategy], "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-         "--trainer.limit_val_batches", "2", "--data.batch_size", "4"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    command = readme_fsdp2_command()
+    assert command[:2] == ["preflight", "fit"]
+    result = subprocess.run([PREFLIGHT, *command[1:], *SHORT], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("preflight: fit finished") == 1  # the summary comes from rank 0 alone
     assert "val/rewards/accuracies" in result.stdout
     checkpoint = tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt"
-    assert checkpoint.exists()
-    if strategy == "fsdp2":  # a sharded folder: export consolidates it into one Hugging Face folder
-        assert checkpoint.is_dir()
-        exported = subprocess.run([PREFLIGHT, "export", "runs/dpo", "out"], cwd=tmp_path, capture_output=True, text=True,
-                                  timeout=300)
-        assert exported.returncode == 0, exported.stderr[-3000:]
-        assert_export_holds_the_sharded_weights(checkpoint, tmp_path / "out")
+    assert checkpoint.is_dir()  # a sharded folder: export consolidates it into one Hugging Face folder
+    exported = subprocess.run([PREFLIGHT, "export", "runs/dpo", "out"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert_export_holds_the_sharded_weights(checkpoint, tmp_path / "out")
 
 
 def assert_export_holds_the_sharded_weights(checkpoint, out):
