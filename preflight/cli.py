@@ -292,6 +292,10 @@ def plot_main(argv: list[str]) -> None:
 
 
 def experiment_main(argv: list[str]) -> None:
+    from .experiments.frontier import FrontierSettings
+
+    default, quick = FrontierSettings(), FrontierSettings.quick()
+    listed = lambda values: ",".join(map(str, values))  # noqa: E731
     parser = argparse.ArgumentParser(prog="preflight experiment", description="Experiments against a known reward.")
     commands = parser.add_subparsers(dest="experiment", required=True)
     bandit = commands.add_parser("bandit", help="the exact case: KL to the optimum of Eq. 3 against data, per loss")
@@ -302,9 +306,10 @@ def experiment_main(argv: list[str]) -> None:
     bandit.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
     frontier = commands.add_parser("frontier", help="true reward against KL to the reference, per loss and β, on a "
                                                     "language task with a known reward")
-    frontier.add_argument("--losses", help="registry names of the policy losses, comma-separated "
-                                           "(default dpo,ipo,simpo; --quick: dpo)")
-    frontier.add_argument("--betas", help="the β grid, comma-separated (default 0.05,0.2,1.0; --quick: 0.05)")
+    frontier.add_argument("--losses", help=f"registry names of the policy losses, comma-separated (default "
+                                           f"{listed(default.losses)}; --quick: {listed(quick.losses)})")
+    frontier.add_argument("--betas", help=f"the β grid, comma-separated (default {listed(default.betas)}; "
+                                          f"--quick: {listed(quick.betas)})")
     frontier.add_argument("--seeds", type=int, default=1, help="training seeds per loss and β")
     frontier.add_argument("--quick", action="store_true", help="DPO at one β on a smaller task: about a minute")
     frontier.add_argument("--with-trl", action="store_true", help="also train TRL's DPOTrainer on the same pairs")

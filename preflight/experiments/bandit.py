@@ -16,7 +16,6 @@ while IPO's stays where β puts it (Azar et al. 2023, arXiv 2310.12036, §4).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 import torch
 
 from ..losses import LossInputs
-from ..losses.registry import build_loss, loss_class, loss_hyperparameters
+from ..losses.registry import build_loss
+from .common import spec_with_beta, write_csv
 
 
 @dataclass
@@ -71,8 +71,7 @@ def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
 
 def make_loss(name: str, beta: float):
     """The registry's loss `name`, with `beta` where it takes one."""
-    spec = {"name": name, **({"beta": beta} if "beta" in loss_hyperparameters(loss_class(name)) else {})}
-    return build_loss(spec)
+    return build_loss(spec_with_beta(name, beta))
 
 
 def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, lr: float = 0.05,
@@ -186,10 +185,7 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
                        for s, a, b, p in trace]
     tables = {"bandit": sizes_rows, "reward_model": reward_rows, "deterministic": trace_rows}
     for name, rows in tables.items():
-        with open(out / f"{name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / f"{name}.csv", rows)
     (out / "summary.md").write_text(summary(settings, tables))
     return tables
 

@@ -13,13 +13,13 @@ for comparison.
 
 from __future__ import annotations
 
-import csv
 import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .common import spec_with_beta, write_csv
 from .known_reward import KnownRewardTask, optimal_frontier, read_rows
 
 REWARD = "preflight.rewards:politeness"
@@ -113,12 +113,6 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
     return result
 
 
-def loss_spec(name: str, beta: float) -> dict:
-    from ..losses.registry import loss_class, loss_hyperparameters
-
-    return {"name": name, **({"beta": beta} if "beta" in loss_hyperparameters(loss_class(name)) else {})}
-
-
 def _trainer(root: Path, **kwargs):
     import lightning as L
 
@@ -140,8 +134,8 @@ def train_preflight(task: Path, loss: str, beta: float, seed: int, settings: Fro
     from ..modules import PreferenceModule
 
     L.seed_everything(seed, verbose=False)
-    module = PreferenceModule(str(task / "base"), loss=loss_spec(loss, beta), learning_rate=settings.learning_rate,
-                              scheduler="linear")
+    module = PreferenceModule(str(task / "base"), loss=spec_with_beta(loss, beta),
+                              learning_rate=settings.learning_rate, scheduler="linear")
     _trainer(task, max_epochs=settings.epochs, limit_val_batches=0).fit(module, _data(task, settings))
     return module.policy
 
@@ -177,13 +171,6 @@ def evaluate(policy, task: Path, folder: Path, settings: FrontierSettings, callb
     return {"reward": values["val/gen/reward"], "kl": values["val/gen/kl"], "win_rate": values["val/gen/win_rate"],
             "length": values["val/gen/length"], "prompts": len(rows),
             "reference_reward": sum(r["reference_reward"] for r in rows) / len(rows)}
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def curves(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:

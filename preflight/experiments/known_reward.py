@@ -61,11 +61,12 @@ class KnownRewardTask:
     def build(self, out: Path) -> dict:
         """Write the base policy (``out/base``) and the sampled pairs (``out/pairs/{train,val}.jsonl``);
         returns what was measured on the way (the base's fine-tuning loss, the rewards of its samples)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
+        from ..datamodules.preference import load_tokenizer
         from ..modules.models import load_model
 
-        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
+        tokenizer = load_tokenizer(self.tokenizer)  # with a padding token, as the data module has it
         model = load_model(self.model, AutoModelForCausalLM, init_seed=self.seed)
         train = read_rows(Path(self.data) / "train.jsonl")
         losses = finetune(model, tokenizer, train, self.base_epochs, self.base_learning_rate, self.base_batch_size,
@@ -96,7 +97,8 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 def finetune(model, tokenizer, rows: list[dict], epochs: int, learning_rate: float, batch_size: int,
              seed: int) -> list[float]:
     """Next-token cross-entropy on the completion tokens of prompt + reply, for both replies of each row,
-    tokenized as the data module tokenizes pairs. Returns the mean loss of each epoch."""
+    tokenized as the data module tokenizes pairs (`tokenizer` has a padding token, as `load_tokenizer` gives
+    it). Returns the mean loss of each epoch."""
     from ..datamodules.formats import PreferenceExample
     from ..datamodules.tokenization import tokenize_example
 
@@ -104,7 +106,7 @@ def finetune(model, tokenizer, rows: list[dict], epochs: int, learning_rate: flo
     for i, row in enumerate(rows):
         pair = tokenize_example(tokenizer, PreferenceExample(i, "", row["prompt"], row["chosen"], row["rejected"]))
         sequences += [(pair.prompt_ids, pair.chosen_ids), (pair.prompt_ids, pair.rejected_ids)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     order = random.Random(seed)
     model.train()
@@ -140,15 +142,15 @@ def finetune(model, tokenizer, rows: list[dict], epochs: int, learning_rate: flo
 def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[dict]:
     """One pair per prompt: two completions sampled from `model` at temperature 1 (no top-k, no top-p),
     labelled by the Bradley-Terry model of the politeness reward. Prompts of equal token length are
-    sampled together, so no padding enters a prompt. Pairs whose two replies are the same text, or one is
-    empty, are left out (they carry no preference)."""
+    sampled together, so no padding enters a prompt (`tokenizer` has a padding token, for the sequences that
+    end early). Pairs whose two replies are the same text, or one is empty, are left out (they carry no
+    preference)."""
     model.eval()
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     by_length: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
         by_length.setdefault(len(ids), []).append(i)
     completions: dict[int, tuple[str, str]] = {}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for length in sorted(by_length):
@@ -156,7 +158,8 @@ def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed
             ids = torch.tensor([encoded[i] for i in group])
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
                                  top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, num_return_sequences=2,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+                                 eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
             for k, i in enumerate(group):
                 completions[i] = (texts[2 * k], texts[2 * k + 1])
