@@ -25,19 +25,20 @@ def test_sharded_fused_head_equals_one_process(tmp_path):
         expected = single["off", "off", False]  # one process, one row per sequence, full logits: the reference
         for name, run in [("sharded, fused", fused), ("sharded, plain head", plain),
                           ("one process, fused", single[shared, "on", False])]:
-            name = f"{name}, shared prompt {shared}"
-            torch.testing.assert_close(run["logps"], expected["logps"], atol=1e-5, rtol=0, msg=name)
-            assert run["grads"].keys() == expected["grads"].keys()
-            for param, grad in run["grads"].items():
-                reference = expected["grads"][param]
-                error = (grad - reference).abs().max() / reference.abs().max().clamp(min=1e-12)
-                assert error <= 1e-5, f"{name}: {param} gradient differs by {error:.2e} relative"
+            assert_same_logps_and_gradients(run, expected, f"{name}, shared prompt {shared}")
     assert expected["grads"]["lm_head.weight"].abs().max() > 0  # the head's gradient is compared, and is not zero
 
     tied, expected = sharded["on", "on", True], single["off", "off", True]
     assert tied["path"]["fused_lm_head"] and not tied["head_unit"]  # tied: the head stays in the root unit
     assert "lm_head.weight" not in tied["grads"] and expected["grads"]["model.embed_tokens.weight"].abs().max() > 0
-    torch.testing.assert_close(tied["logps"], expected["logps"], atol=1e-5, rtol=0)
-    for param, grad in tied["grads"].items():
+    assert_same_logps_and_gradients(tied, expected, "sharded, fused, tied embeddings")
+
+
+def assert_same_logps_and_gradients(run: dict, expected: dict, name: str) -> None:
+    """Log-probs to 1e-5 absolute; every parameter's gradient to 1e-5 relative to its largest entry."""
+    torch.testing.assert_close(run["logps"], expected["logps"], atol=1e-5, rtol=0, msg=name)
+    assert run["grads"].keys() == expected["grads"].keys()
+    for param, grad in run["grads"].items():
         reference = expected["grads"][param]
-        assert (grad - reference).abs().max() / reference.abs().max().clamp(min=1e-12) <= 1e-5, param
+        error = (grad - reference).abs().max() / reference.abs().max().clamp(min=1e-12)
+        assert error <= 1e-5, f"{name}: {param} gradient differs by {error:.2e} relative"
