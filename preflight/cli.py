@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -271,13 +272,47 @@ def export_main(argv: list[str]) -> None:
     print(f"preflight: exported {path} to {out}")
 
 
-def _close_process_group() -> None:
-    """Shut the distributed backend down before the interpreter does: gloo's threads outliving their
-    process group can abort the process at exit after a finished run."""
+class CommandCLI(PreflightCLI):
+    """The CLI as the `preflight` command runs it: a distributed run's process group is closed as soon as the
+    subcommand ends (`close_process_group`), and the process then leaves through `leave_distributed_process`."""
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            close_process_group()
+
+
+_closed_process_groups: list[bool] = []  # set once this process closed a process group: how it must exit
+
+
+def close_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        _closed_process_groups.append(True)
+
+
+def leave_distributed_process(status: int) -> None:
+    """End a process that ran a distributed fit without the interpreter's teardown.
+
+    `destroy_process_group` ends gloo's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) and the store's
+    (``pt_tcpstore_uv``) only when nothing holds the group any more, and under FSDP2 the sharded model's
+    autograd hooks still hold it after the run. Those threads then meet the interpreter's and C++'s static
+    teardown, which now and then aborts a finished run on a busy machine (``terminate called without an active
+    exception``, exit -6). So the run's own end-of-process work is done here, in order (exit handlers: the
+    temporary stores, logging; then the standard streams), and the process ends with `os._exit`, which
+    destroys nothing that a running thread could still touch."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a closed pipe
+            pass
+    os._exit(status)
 
 
 def plot_main(argv: list[str]) -> None:
@@ -413,7 +448,8 @@ def quiet_third_party() -> None:
         lambda record: "💡 Tip" not in str(record.getMessage()))
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_command(argv: list[str] | None = None) -> None:
+    """The command, ending with `sys.exit(status)` where the status is not 0."""
     explicit = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
     quiet_third_party()
@@ -432,10 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         elif argv[:1] == ["experiment"]:
             experiment_main(argv[1:])
         else:
-            try:
-                build_cli(argv if explicit else None)
-            finally:
-                _close_process_group()
+            build_cli(argv if explicit else None, cli_class=CommandCLI)
     except SIGTERMException as err:  # a SystemExit with status 0 from Lightning: never report success
         interrupted = getattr(err, "preflight_interrupted", None) or Interrupted("SIGTERM", -1, None)
         print(f"preflight: {interrupted}", file=sys.stderr, flush=True)
@@ -452,6 +485,26 @@ def main(argv: list[str] | None = None) -> None:
             raise  # a failure of the run itself, not of its configuration: keep the traceback
         print(f"preflight: error: {one_line(err)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `preflight` command; a process that ran a distributed fit leaves with its status through
+    `leave_distributed_process`."""
+    try:
+        run_command(argv)
+    except SystemExit as exit_:
+        if not _closed_process_groups:
+            raise
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
+        leave_distributed_process(exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_FAILED))
+    except BaseException:
+        if not _closed_process_groups:
+            raise
+        traceback.print_exc()  # what the interpreter would print for a failure of the run itself
+        leave_distributed_process(EXIT_FAILED)
+    if _closed_process_groups:
+        leave_distributed_process(0)
 
 
 if __name__ == "__main__":
