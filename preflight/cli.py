@@ -28,7 +28,7 @@ from typing import Any
 
 import lightning as L
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,7 +38,7 @@ from .checkpointing import AtomicCheckpointIO
 from .datamodules import PreferenceDataModule
 from .losses.registry import build_loss, load_entry_points
 from .modules import NonFiniteError, PreflightModule
-from .resume import check_checkpoint_matches
+from .resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from .runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -114,7 +114,10 @@ class PreflightCLI(LightningCLI):
         parser.link_arguments("model.init_args.trust_remote_code", "data.trust_remote_code")
 
     def _run_subcommand(self, subcommand: str) -> None:
-        """Run it; an error from here on is a configuration error only if it says so (`PreflightConfigError`)."""
+        """Run it; an error from here on is a configuration error only if it says so (`PreflightConfigError`).
+        A fit resumed from a checkpoint that already reached its limit does not run (`_resolve_checkpoint` said so)."""
+        if getattr(self, "_nothing_to_train", False):
+            return
         interrupt = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
         if interrupt is not None:
             interrupt.install()
@@ -193,17 +196,33 @@ class PreflightCLI(LightningCLI):
             return None
         run_dir = default_run[0] / default_run[1]
         if spec == "last":
-            newest = latest_checkpoint(run_dir)
+            newest = latest_checkpoint(run_dir, self._checkpoint_folders())
             if newest is None:
                 if self.subcommand == "fit":
                     return None  # nothing to resume: a fresh run, as Lightning does for "last"
                 raise FileNotFoundError(f"--ckpt_path last: no checkpoint under {run_dir}/version_*/checkpoints")
             spec = str(newest)
         path = resolve_checkpoint(spec)
+        meta = checkpoint_metadata(path)
         if not self._get(self.config, "allow_changed_config"):
-            check_checkpoint_matches(path, self.model)
+            check_checkpoint_matches(path, self.model, meta)
         self.config_init[self.subcommand]["ckpt_path"] = str(path)
+        if self.subcommand == "fit":
+            trainer_config = self._get(self.config_init, "trainer", default={})
+            reached = finished_by(meta, trainer_config.get("max_steps"), trainer_config.get("max_epochs"))
+            self._nothing_to_train = reached is not None
+            step = int(meta.get("global_step") or 0)
+            if reached and _is_main_process():
+                print(f"preflight: {path} already reached {reached} (step {step}): nothing to train; raise "
+                      f"--trainer.{reached.split('=')[0]} to train on", flush=True)
+            elif _is_main_process():
+                print(f"preflight: resuming {path} (step {step})", flush=True)
         return run_location(path)
+
+    def _checkpoint_folders(self) -> list[str]:
+        """The ``dirpath`` of every `ModelCheckpoint` the config adds (one without writes into the run's folder)."""
+        callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        return [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
 
 
 def _is_main_process() -> bool:

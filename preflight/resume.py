@@ -27,11 +27,26 @@ def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The checkpoint's entries other than tensors that matter here, read as plain data (weights_only)."""
     path = Path(path)
     meta = read_checkpoint_file(path / "meta.pt") if path.is_dir() else read_checkpoint_file(path, mmap=True)
-    return {k: meta.get(k) for k in ("preflight_module", "hyper_parameters")}
+    return {k: meta.get(k) for k in ("preflight_module", "hyper_parameters", "global_step", "loops")}
 
 
-def check_checkpoint_matches(path: str | Path, module: L.LightningModule) -> None:
-    meta = checkpoint_metadata(path)
+def completed_epochs(meta: dict[str, Any]) -> int:
+    """The epochs a checkpoint's fit loop had completed."""
+    progress = ((meta.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    return int(progress.get("current", {}).get("completed", 0))
+
+
+def finished_by(meta: dict[str, Any], max_steps: int | None, max_epochs: int | None) -> str | None:
+    """Which limit (``max_steps=N``, ``max_epochs=N``) a checkpoint has already reached, or None."""
+    if max_steps not in (None, -1) and int(meta.get("global_step") or 0) >= max_steps:
+        return f"max_steps={max_steps}"
+    if max_epochs not in (None, -1) and completed_epochs(meta) >= max_epochs:
+        return f"max_epochs={max_epochs}"
+    return None
+
+
+def check_checkpoint_matches(path: str | Path, module: L.LightningModule, meta: dict[str, Any] | None = None) -> None:
+    meta = checkpoint_metadata(path) if meta is None else meta
     own_class = f"{type(module).__module__}.{type(module).__qualname__}"
     theirs = meta.get("preflight_module")
     if theirs is not None and theirs != own_class:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import Iterable
 
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger
@@ -19,15 +20,20 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 VERSION = re.compile(r"version_(\d+)$")
 
 
-def checkpoint_files(run_dir: str | Path) -> list[Path]:
-    """Every ``last*.ckpt`` (a file, or a sharded folder) of every version of a run, oldest first."""
+def checkpoint_files(run_dir: str | Path, folders: Iterable[str | Path] = ()) -> list[Path]:
+    """Every ``last*.ckpt`` (a file, or a sharded folder) of every version of a run and of the other
+    checkpoint `folders` (a `ModelCheckpoint`'s ``dirpath``), oldest first."""
     found = [p for p in Path(run_dir).glob("version_*/checkpoints/last*.ckpt") if VERSION.match(p.parent.parent.name)]
-    return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+    for folder in folders:
+        found += Path(folder).glob("last*.ckpt")
+    return sorted(set(found), key=lambda p: p.stat().st_mtime_ns)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The most recently written ``last.ckpt`` of a run folder, or None."""
-    found = checkpoint_files(run_dir)
+def latest_checkpoint(run_dir: str | Path, folders: Iterable[str | Path] = ()) -> Path | None:
+    """The most recently written ``last*.ckpt`` of a run folder and of the other checkpoint `folders`, or None:
+    Lightning's meaning of ``--ckpt_path last`` (the newest ``last`` of the checkpoint callbacks), with every
+    version of the run counted as one of them."""
+    found = checkpoint_files(run_dir, folders)
     return found[-1] if found else None
 
 

@@ -100,3 +100,54 @@ def test_trust_remote_code_alone_is_one_setting(preflight, workdir):
     assert result.code == 0, result.err[-2000:]
     hparams = (workdir / "runs/dpo/version_0/hparams.yaml").read_text()
     assert "trust_remote_code: true" in hparams
+
+
+KILL_AT = '''
+import os, signal
+from lightning.pytorch.callbacks import Callback
+
+
+class KillAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, workdir):
+    """The issue's reproduction: a finished run, then a run with the user's own `ModelCheckpoint` killed with
+    SIGKILL, then ``--ckpt_path last`` resumes the killed run's checkpoint (not the finished run's), saying so;
+    once that run has reached max_steps, ``last`` says there is nothing to train and trains nothing."""
+    import subprocess
+    import sys
+
+    common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "6"]
+    own = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+           "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_last=true",
+           "--trainer.callbacks.dirpath=ckpt"]
+    assert preflight(*common).code == 0
+    (workdir / "killer.py").write_text(KILL_AT)
+    killed = subprocess.run([str(Path(sys.executable).parent / "preflight"), *common, *own,
+                             "--trainer.callbacks+=killer.KillAt", "--trainer.callbacks.step=5"],
+                            cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert torch.load(workdir / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    resumed = preflight(*common, *own, "--ckpt_path", "last")
+    assert resumed.code == 0, resumed.err[-2000:]
+    assert f"preflight: resuming {workdir / 'ckpt' / 'last.ckpt'} (step 4)" in resumed.preflight_lines()
+    assert "preflight: fit finished at step 6" in resumed.preflight_lines()
+    versions = sorted(p.name for p in (workdir / "runs" / "dpo").iterdir())
+    trained = {int(r["step"]) for r in metrics_rows(workdir / "runs" / "dpo" / versions[-1]) if r.get("train/loss")}
+    assert trained and min(trained) >= 4  # it trained steps 5 and 6, not from 0
+
+    again = preflight(*common, *own, "--ckpt_path", "last")
+    assert again.code == 0, again.err[-2000:]
+    lines = again.preflight_lines()
+    assert any(line.startswith("preflight: ") and "already reached max_steps=6 (step 6): nothing to train" in line
+               for line in lines), lines
+    assert not any("fit finished" in line or "resuming" in line for line in lines)
+    assert sorted(p.name for p in (workdir / "runs" / "dpo").iterdir()) == versions  # no new run folder
