@@ -1,6 +1,9 @@
 """Shared builders for module tests: tiny models, hand-made batches, a naive log-prob."""
 
+import json
+
 import torch
+from lightning.pytorch.callbacks import Callback
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from preflight.datamodules import PreferenceCollator, TokenizedPair
@@ -32,3 +35,24 @@ def naive_sequence_logps(model, prompt, completion):
     for k, token in enumerate(completion):
         total += torch.log_softmax(logits[len(prompt) + k - 1], -1)[token].item()
     return total
+
+
+
+class SeenTrainMetrics(Callback):
+    """Appends, at each `on_train_batch_end` that ends an optimizer step, the step and the ``train/`` values of
+    `trainer.callback_metrics` as one JSON line to `path` (rank 0 alone): what a user's callback sees.
+
+    Args:
+        path: the JSON-lines file to append to.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if ((batch_idx + 1) % trainer.accumulate_grad_batches and not last) or not trainer.is_global_zero:
+            return
+        seen = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"global_step": trainer.global_step, "seen": seen}) + "\n")

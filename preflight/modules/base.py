@@ -112,10 +112,14 @@ class PreflightModule(L.LightningModule):
         return sum(sampler.global_batch_sizes()[start : start + k]) or None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | dict[str, Tensor] | None:
-        return self._step(batch, "train", batch_idx)
+        out = self._step(batch, "train", batch_idx)
+        self._log_train_metrics_of_the_step(batch_idx)
+        return out
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Log the train metrics once per optimizer step, over all its micro-batches and all processes."""
+    def _log_train_metrics_of_the_step(self, batch_idx: int) -> None:
+        """On the last micro-batch of an optimizer step, log its train metrics over all its micro-batches and all
+        processes (every rank reaches this point together). Logged from the training step, so that the callbacks'
+        `on_train_batch_end` of this step read them in `trainer.callback_metrics`."""
         trainer = self.trainer
         last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if (batch_idx + 1) % trainer.accumulate_grad_batches and not last:

@@ -1,9 +1,13 @@
 """`preflight fit` with 2 CPU processes from the shell: the README's FSDP2 command, and the logged metrics of
 DDP and gradient accumulation."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -80,11 +84,14 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
         "two": ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
         "accumulated": ["--data.batch_size", "4", "--trainer.accumulate_grad_batches", "2"],
     }
-    logged = {}
+    logged, seen = {}, {}
     for name, args in layouts.items():
-        command = [*common, *args, "--trainer.default_root_dir", str(tmp_path / name)]
+        seen_file = tmp_path / f"{name}-seen.jsonl"
+        command = [*common, *args, "--trainer.default_root_dir", str(tmp_path / name),
+                   "--trainer.callbacks+=tests.helpers.SeenTrainMetrics", f"--trainer.callbacks.path={seen_file}"]
         if "--trainer.devices" in args:  # Lightning relaunches the command once per process
-            result = subprocess.run([PREFLIGHT, *command], capture_output=True, text=True, timeout=600)
+            result = subprocess.run([PREFLIGHT, *command], capture_output=True, text=True, timeout=600,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})  # tests.helpers importable
             assert result.returncode == 0, result.stderr[-3000:]
         else:  # one process: in this one, as the command runs it (no second interpreter start)
             try:
@@ -92,6 +99,7 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
             except SystemExit as exit_:
                 assert exit_.code in (0, None), f"{name}: exit {exit_.code}"
         logged[name] = logged_train_metrics(tmp_path / name / "dpo")
+        seen[name] = [json.loads(line) for line in seen_file.read_text().splitlines()]
     assert sorted(logged["one"]) == [0, 1, 2]
     for name in ("two", "accumulated"):
         assert logged[name].keys() == logged["one"].keys()
@@ -99,3 +107,8 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
             assert values.keys() == logged[name][step].keys()
             for key, value in values.items():
                 assert abs(value - logged[name][step][key]) <= 1e-4 * max(1.0, abs(value)), (name, step, key)
+    # a user's callback sees each step's own values in on_train_batch_end, from the first step on
+    for name in layouts:
+        assert [s["global_step"] for s in seen[name]] == [1, 2, 3]
+        for record in seen[name]:
+            assert record["seen"] == pytest.approx(logged[name][record["global_step"] - 1], rel=1e-6), name
