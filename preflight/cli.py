@@ -45,7 +45,7 @@ SUBCOMMANDS = ("fit", "validate", "test")
 EXIT_CONFIG_ERROR, EXIT_FAILED = 2, 1
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 DEFAULT_ROOT = "runs"
-TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses,plot,experiment} ...
+TOP_LEVEL_HELP = """usage: preflight {fit,validate,test,export,losses,plot,experiment} ... | --version
 
 preflight: preference optimization (DPO, IPO, reward models and more) with PyTorch Lightning.
 
@@ -55,11 +55,24 @@ commands:
   test       test a checkpoint on data.test:  preflight test --config ... --ckpt_path last
   export     write a Hugging Face folder:     preflight export runs/dpo out/dpo-model
   losses     list every registered loss with its hyperparameters, reference needs and paper
-  plot       draw a run's logged metrics:     preflight plot runs/dpo  (needs pip install 'preflight[plots]')
+  plot       draw a run's logged metrics:     preflight plot runs/dpo  (needs pip install 'preflight-lightning[plots]')
   experiment experiments against a known reward: preflight experiment {bandit,frontier} --losses dpo,ipo
 
 Each command takes --help. Runs write to runs/<run name>/version_N (config, metrics.csv, checkpoints).
 """
+
+
+def version_line() -> str:
+    """``preflight X.Y.Z (distribution preflight-lightning)``: the installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import DISTRIBUTION, __version__
+
+    try:
+        installed = version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        installed = __version__
+    return f"preflight {installed} (distribution {DISTRIBUTION}: pip install {DISTRIBUTION})"
 
 
 def import_user_modules(names: list[str] | None) -> None:
@@ -424,7 +437,7 @@ def _plot(function, *args) -> None:
     try:
         print(f"preflight: experiment: wrote {function(*args)}")
     except ImportError:
-        print("preflight: experiment: no plot: pip install 'preflight[plots]' for matplotlib")
+        print("preflight: experiment: no plot: pip install 'preflight-lightning[plots]' for matplotlib")
 
 
 def losses_main(argv: list[str]) -> None:
@@ -478,6 +491,8 @@ def run_command(argv: list[str] | None = None) -> None:
     try:
         if argv[:1] in ([], ["-h"], ["--help"]):
             print(TOP_LEVEL_HELP)
+        elif argv[:1] in (["--version"], ["-V"]):
+            print(version_line())
         elif argv[:1] == ["export"]:
             export_main(argv[1:])
         elif argv[:1] == ["losses"]:

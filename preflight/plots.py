@@ -3,7 +3,7 @@
 One figure per group of metrics (loss; rewards chosen/rejected/margins; reward accuracy; log-probs;
 the generation metrics ``gen/*`` when the run logged them; then one per remaining metric), each with
 its train and val curves against the optimizer step. matplotlib is an optional extra
-(``pip install 'preflight[plots]'``).
+(``pip install 'preflight-lightning[plots]'``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> dict[str, tuple
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotError("preflight plot needs matplotlib: pip install 'preflight[plots]'") from None
+        raise PlotError("preflight plot needs matplotlib: pip install 'preflight-lightning[plots]'") from None
     source = metrics_file(path)
     folder = Path(out) if out is not None else source.parent / "plots"
     folder.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,18 @@ def test_the_command_writes_checkpoints_atomically():
     from preflight.checkpointing import AtomicCheckpointIO
 
     assert isinstance(parsed().trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+def test_the_installed_distribution_is_preflight_lightning_and_version_says_so(capsys):
+    """`pip install preflight` gets another project: ours installs as preflight-lightning, with the `preflight`
+    command and package; `preflight --version` names the installed version, the one `preflight.__version__` holds."""
+    from importlib.metadata import distribution
+
+    import preflight
+
+    ours = distribution("preflight-lightning")
+    assert ours.metadata["Name"] == "preflight-lightning"
+    assert ours.version == preflight.__version__
+    assert [e.value for e in ours.entry_points if e.name == "preflight"] == ["preflight.cli:main"]
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == (f"preflight {preflight.__version__} (distribution preflight-lightning: "
+                                               "pip install preflight-lightning)")

@@ -54,4 +54,4 @@ def test_plot_errors_are_one_line(preflight, workdir, monkeypatch):
     result = preflight("plot", "metrics.csv")
     assert result.code == 2
     assert result.preflight_lines() == [
-        "preflight: error: preflight plot needs matplotlib: pip install 'preflight[plots]'"]
+        "preflight: error: preflight plot needs matplotlib: pip install 'preflight-lightning[plots]'"]
