@@ -108,7 +108,7 @@ class Source:
             for line_no, raw in enumerate(f, start=1):
                 location = f"{self.spec}, line {line_no}"
                 try:
-                    line = raw.decode("utf-8")
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # a byte-order mark is not data
                 except UnicodeDecodeError as err:
                     yield RawRow(location, index, _Malformed(_bad_utf8(err)))
                     index += 1
@@ -125,7 +125,7 @@ class Source:
     def _json_rows(self) -> Iterator[RawRow]:
         raw = Path(self.spec).read_bytes()
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheets) is not data
         except UnicodeDecodeError as err:
             line = raw[: err.start].count(b"\n") + 1
             raise PreferenceDataError(f"{self.spec}, line {line}: {_bad_utf8(err)}") from None
@@ -159,11 +159,11 @@ class Source:
     def _csv_rows(self) -> Iterator[RawRow]:
         raw = Path(self.spec).read_bytes()
         try:
-            raw.decode("utf-8")
+            raw.decode("utf-8-sig")
         except UnicodeDecodeError as err:
             line = raw[: err.start].count(b"\n") + 1
             raise PreferenceDataError(f"{self.spec}, line {line}: {_bad_utf8(err)}") from None
-        with open(self.spec, encoding="utf-8", newline="") as f:
+        with open(self.spec, encoding="utf-8-sig", newline="") as f:  # a byte-order mark is not a header
             reader = csv.DictReader(f)
             for i, value in enumerate(reader):
                 # line of the record's end: header is line 1

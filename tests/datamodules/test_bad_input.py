@@ -59,6 +59,21 @@ def test_csv_and_json_rows_are_located(tmp_path):
     assert f"{json_path}, row 2: missing field 'chosen'" in setup_error(json_path)
 
 
+def test_a_byte_order_mark_is_not_data(tmp_path):
+    """UTF-8 files saved with a byte-order mark read as without it: JSONL, JSON, and a CSV's first header."""
+    from preflight.datamodules.sources import Source
+
+    bom = b"\xef\xbb\xbf"
+    files = {"pairs.jsonl": json.dumps(GOOD).encode() + b"\n", "pairs.json": json.dumps([GOOD]).encode(),
+             "pairs.csv": b"prompt,chosen,rejected\nHi, yes, no\n"}
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(bom + body)
+        (row,) = Source(str(tmp_path / name)).rows()
+        assert {k: row.value[k] for k in GOOD} == GOOD, name
+    (tmp_path / "late.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + bom + json.dumps(GOOD).encode())
+    assert f"{tmp_path / 'late.jsonl'}, line 2: invalid JSON" in setup_error(tmp_path / "late.jsonl")  # only at the start
+
+
 def test_in_memory_rows_are_located():
     assert "in-memory data, row 2: missing field 'chosen'" in setup_error([GOOD, {"prompt": "x", "rejected": "y"}])
 

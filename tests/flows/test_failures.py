@@ -140,8 +140,9 @@ def test_a_wrong_row_is_reported_with_its_line_never_guessed(preflight, workdir,
 
 
 def test_a_byte_that_is_not_utf8_is_located_and_skippable(preflight, workdir):
+    """A byte-order mark (as Windows editors and spreadsheets save UTF-8) is not data: the first row is read."""
     good = b'{"prompt": "Is it in stock?", "chosen": " Yes, happily.", "rejected": " Yes."}\n'
-    (workdir / "bytes.jsonl").write_bytes(good + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n' + good * 3)
+    (workdir / "bytes.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n' + good * 3)
     result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "bytes.jsonl")
     assert result.code == 2
     where = "bytes.jsonl, line 2: not valid UTF-8 (byte 0xe9 at byte 16 of the line)"
