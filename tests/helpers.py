@@ -1,6 +1,8 @@
 """Shared builders for module tests: tiny models, hand-made batches, a naive log-prob."""
 
 import json
+import os
+import signal
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -56,3 +58,19 @@ class SeenTrainMetrics(Callback):
         seen = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         with open(self.path, "a") as f:
             f.write(json.dumps({"global_step": trainer.global_step, "seen": seen}) + "\n")
+
+
+class KillAt(Callback):
+    """SIGKILLs its own process at the end of the optimizer step `step`, as an out-of-memory killer or a
+    preempting scheduler would (no handler, no cleanup).
+
+    Args:
+        step: the global step after which the process is killed.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from .formats import PreferenceExample, column_names, parse_example
 from .parallel import Limits, available_cores, tokenize_chunks
 from .store import PairStore, PairStoreWriter, store_problem
 from .sampler import FlatBatchSampler, PreferenceBatchSampler
+from .scratch import new_scratch_folder
 from .sources import Source
 from .tokenization import TokenizedPair, tokenizer_fingerprint
 
@@ -235,6 +235,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self._tokenizer = None
         self.datasets: dict[str, PairDataset] = {}
         self.reports: dict[str, SplitReport] = {}
+        self._scratch_folders: list[Path] = []  # the temporary stores of use_cache: false (`teardown` removes them)
         self._train_sampler: PreferenceBatchSampler | None = None
 
     # ------------------------------------------------------------------ tokenizer
@@ -251,6 +252,16 @@ class PreferenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             self.dataset(split)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Remove the temporary stores of ``use_cache: false`` (their splits are tokenized again if used again)."""
+        if not self._scratch_folders:
+            return
+        for folder in self._scratch_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._scratch_folders.clear()
+        self.datasets.clear()
+        self.reports.clear()
 
     def dataset(self, split: str) -> PairDataset | None:
         """The tokenized split ('train', 'val' or 'test'), built (or read from the cache) on first use."""
@@ -310,9 +321,10 @@ class PreferenceDataModule(L.LightningDataModule):
         settings = cache.plain(dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer),
                                     **self._settings()))
         if not self.use_cache:
-            folder = Path(tempfile.mkdtemp(prefix="preflight-split-")) / "store"
-            atexit.register(shutil.rmtree, folder.parent, True)
-            return self._tokenize_source(source, folder, settings)
+            scratch = new_scratch_folder()
+            self._scratch_folders.append(scratch)
+            atexit.register(shutil.rmtree, scratch, True)  # a process that never reaches teardown
+            return self._tokenize_source(source, scratch / "store", settings)
         folder = self.cache_dir / cache.cache_key(**settings)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder) + ".lock"):

@@ -102,25 +102,12 @@ def test_trust_remote_code_alone_is_one_setting(preflight, workdir):
     assert "trust_remote_code: true" in hparams
 
 
-KILL_AT = '''
-import os, signal
-from lightning.pytorch.callbacks import Callback
-
-
-class KillAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-'''
-
 
 def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, workdir):
     """The issue's reproduction: a finished run, then a run with the user's own `ModelCheckpoint` killed with
     SIGKILL, then ``--ckpt_path last`` resumes the killed run's checkpoint (not the finished run's), saying so;
     once that run has reached max_steps, ``last`` says there is nothing to train and trains nothing."""
+    import os
     import subprocess
     import sys
 
@@ -129,10 +116,10 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
            "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_last=true",
            "--trainer.callbacks.dirpath=ckpt"]
     assert preflight(*common).code == 0
-    (workdir / "killer.py").write_text(KILL_AT)
     killed = subprocess.run([str(Path(sys.executable).parent / "preflight"), *common, *own,
-                             "--trainer.callbacks+=killer.KillAt", "--trainer.callbacks.step=5"],
-                            cwd=workdir, capture_output=True, text=True, timeout=600)
+                             "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=5"],
+                            cwd=workdir, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert torch.load(workdir / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
 
@@ -151,3 +138,26 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
                for line in lines), lines
     assert not any("fit finished" in line or "resuming" in line for line in lines)
     assert sorted(p.name for p in (workdir / "runs" / "dpo").iterdir()) == versions  # no new run folder
+
+
+def test_temporary_stores_go_with_their_run_even_a_killed_one(preflight, workdir, monkeypatch):
+    """``use_cache: false`` tokenizes into a temporary folder: a run removes its own at the end (teardown), and the
+    folder of a run killed with SIGKILL is removed by the next run's start."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.use_cache", "false"]
+    killed = subprocess.run([str(Path(sys.executable).parent / "preflight"), *common,
+                             "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=1"],
+                            cwd=workdir, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = sorted(p.name for p in scratch.glob("preflight-split-*"))
+    assert len(left) == 2  # the train and val stores of the killed run
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert preflight(*common).code == 0
+    assert not list(scratch.glob("preflight-split-*"))  # the killed run's and this run's own
