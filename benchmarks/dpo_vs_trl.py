@@ -273,8 +273,10 @@ def measure(runner, workload, vocab, args, extra=None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{runner}/{workload}/{vocab} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(Path(out).read_text())
+    result["load_average"] = os.getloadavg()[0]  # 1-minute load average as the run ended: was the machine quiet?
     print(f"  {runner:10s} {workload:13s} vocab {vocab:6d} {json.dumps(extra or {}):32s} epoch {result['epoch_s']:7.2f}s "
-          f"step {result['median_step_s']:.3f}s peak {result['peak_mib']:7.0f} MiB", flush=True)
+          f"step {result['median_step_s']:.3f}s peak {result['peak_mib']:7.0f} MiB "
+          f"load {result['load_average']:.2f}", flush=True)
     return result
 
 
@@ -290,7 +292,8 @@ def main() -> None:
     parser.add_argument("--extra", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds per workload (the median is kept)")
-    parser.add_argument("--sweep", default="32000,64000,128000", help="vocabularies for the memory sweep")
+    parser.add_argument("--sweep", default="32000,64000,128000",
+                        help="vocabularies for the memory sweep (empty: no sweep)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the GPU's dense bf16 peak for MFU (default: looked up from the device name)")
@@ -311,7 +314,7 @@ def main() -> None:
             measure("preflight", workload, 32_000, args, {"reference": "precomputed"}))
     sweep: dict[tuple, dict] = {}
     print("vocabulary sweep", flush=True)
-    for vocab in [int(v) for v in args.sweep.split(",")]:
+    for vocab in [int(v) for v in args.sweep.split(",") if v]:
         for runner in ("preflight", "trl"):
             sweep[(runner, vocab)] = measure(runner, "standard", vocab, args)
     rate = matmul_rate(args.device, "float32" if args.device == "cpu" else "bfloat16")
@@ -348,7 +351,11 @@ def write_results(args, command: str, results, sweep, rate: float) -> None:
                   "(6 for the policy's forward and backward, 2 for the reference forward) ÷ epoch time ÷ peak.", ""]
     for workload in WORKLOADS:
         trl = results[("trl", workload)]
+        loads = [r["load_average"] for runner in (*RUNNERS, "preflight, reference: precomputed")
+                 for r in results[(runner, workload)]]
         lines += [f"## Workload: {workload} (prompt {WORKLOADS[workload][0]}, completions {WORKLOADS[workload][1]} tokens)", "",
+                  f"1-minute load average at the end of each run: {min(loads):.2f} to {max(loads):.2f} "
+                  f"({os.cpu_count()} cores).", "",
                   "| runner | epoch fit (s) | × TRL | median step (s) | × TRL | tokens/s | peak memory (MiB) | × TRL | growth in fit (MiB) | necessary FLOP rate / matmul rate |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for runner in (*RUNNERS, "preflight, reference: precomputed"):
@@ -366,6 +373,10 @@ def write_results(args, command: str, results, sweep, rate: float) -> None:
         ours = results[("preflight", workload)]
         lines += ["", f"preflight ÷ plain PyTorch step: epoch {_median(ours, 'epoch_s') / _median(plain, 'epoch_s'):.2f}, "
                   f"median step {_median(ours, 'median_step_s') / _median(plain, 'median_step_s'):.2f}.", ""]
+    if not sweep:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return
     lines += ["## Peak memory against the vocabulary (standard workload, fixed tokens)", "",
               "Model state is what any trainer must hold, and it grows with the vocabulary: policy weights, their "
               "gradients, two AdamW moments and the reference weights, 5 × parameters × 4 bytes. What a library adds "

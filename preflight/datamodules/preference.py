@@ -161,7 +161,8 @@ class PreferenceDataModule(L.LightningDataModule):
         seed: seed of the batch order and of the ``val_fraction`` split.
         cache_dir: where tokenized splits are cached (default ``~/.cache/preflight/tokenized``, or
             ``$PREFLIGHT_CACHE``).
-        use_cache: read and write that cache (false: tokenize every time).
+        use_cache: read and write that cache (false: tokenize every time, into a temporary folder that
+            `teardown` removes, or the next run if this process was killed).
         trust_remote_code: allow tokenizer code from the Hub; under the command it follows
             ``model.trust_remote_code``.
         num_proc: processes that tokenize (None: the available cores); the ids do not depend on it.
