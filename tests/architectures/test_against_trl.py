@@ -79,6 +79,7 @@ def plain_loop_losses(model, data):
 def trl_losses(model, tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import TrainerCallback
+    pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
 
     losses = []

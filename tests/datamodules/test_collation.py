@@ -1,5 +1,6 @@
 """Exact tensors for hand-built pairs in each format, and truncation."""
 
+import pytest
 import torch
 
 from preflight.datamodules import PreferenceCollator, PreferenceDataModule
@@ -147,6 +148,7 @@ def test_token_ids_equal_trl_dpotrainer(tmp_path, tokenizer):
 
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM
+    pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
 
     from tests.conftest import TINY_MODEL, VAL

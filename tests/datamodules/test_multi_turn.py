@@ -30,6 +30,7 @@ ROWS = [
 def trl_tokenized(rows, tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM
+    pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
     from trl.data_utils import extract_prompt
 
