@@ -330,12 +330,12 @@ def leave_distributed_process(status: int) -> None:
     """End a process that ran a distributed fit without the interpreter's teardown.
 
     `destroy_process_group` ends gloo's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) and the store's
-    (``pt_tcpstore_uv``) only when nothing holds the group any more, and under FSDP2 the sharded model's
-    autograd hooks still hold it after the run. Those threads then meet the interpreter's and C++'s static
-    teardown, which now and then aborts a finished run on a busy machine (``terminate called without an active
-    exception``, exit -6). So the run's own end-of-process work is done here, in order (exit handlers: the
-    temporary stores, logging; then the standard streams), and the process ends with `os._exit`, which
-    destroys nothing that a running thread could still touch."""
+    (``pt_tcpstore_uv``) only once nothing holds the group any more, and after a DDP or FSDP2 fit the run's
+    objects (the trainer, the wrapped or sharded model) still do: the threads are seen running after it. They
+    then meet the interpreter's and C++'s teardown, which now and then aborts a finished run on a busy machine
+    (``terminate called without an active exception``, exit -6). So the process's own end-of-process work is
+    done here, in order (exit handlers: temporary stores, logging; then the standard streams), and it ends with
+    `os._exit`, which tears down nothing that a running thread could still touch."""
     import atexit
 
     atexit._run_exitfuncs()
@@ -529,9 +529,10 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exit_:
         if not _closed_process_groups:
             raise
-        if exit_.code is not None and not isinstance(exit_.code, int):
-            print(exit_.code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
-        leave_distributed_process(exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_FAILED))
+        if exit_.code is None or isinstance(exit_.code, int):
+            leave_distributed_process(exit_.code or 0)
+        print(exit_.code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
+        leave_distributed_process(EXIT_FAILED)
     except BaseException:
         if not _closed_process_groups:
             raise

@@ -133,3 +133,24 @@ def test_the_installed_distribution_is_preflight_lightning_and_version_says_so(c
     main(["--version"])
     assert capsys.readouterr().out.strip() == (f"preflight {preflight.__version__} (distribution preflight-lightning: "
                                                "pip install preflight-lightning)")
+
+
+LEAVE = """
+import atexit, sys
+from pathlib import Path
+from preflight.cli import leave_distributed_process
+atexit.register(lambda: Path(sys.argv[1]).write_text("exit handlers ran"))
+print("unflushed output", end="")  # a pipe is block-buffered: lost unless flushed before os._exit
+leave_distributed_process(3)
+print("never reached")
+"""
+
+
+def test_a_distributed_process_leaves_with_its_status_after_its_exit_handlers_and_output(tmp_path):
+    """How a process that ran a distributed fit ends: exit handlers (temporary stores, logging) first, its output
+    flushed, then `os._exit` with the status, so no interpreter teardown runs beside gloo's threads."""
+    marker = tmp_path / "marker"
+    result = subprocess.run([sys.executable, "-c", LEAVE, str(marker)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.stdout == "unflushed output"
+    assert marker.read_text() == "exit handlers ran"

@@ -23,9 +23,28 @@ def readme_fsdp2_command() -> list[str]:
     return command
 
 
-def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path):
-    """The README's FSDP2 command (with the suite's short-run arguments), then `preflight export` of its
-    sharded checkpoint."""
+@pytest.fixture
+def busy_cores():
+    """Every core kept busy by another process for the test's length, as on a shared CI machine or a node that a
+    scheduler fills (benchmarks/exit_under_load.py repeats this 20 times per command)."""
+    import multiprocessing as mp
+
+    spinners = [mp.get_context("spawn").Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 2)]
+    for spinner in spinners:
+        spinner.start()
+    yield
+    for spinner in spinners:
+        spinner.terminate()
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path, busy_cores):
+    """The README's FSDP2 command (with the suite's short-run arguments) on busy cores, where it must still exit 0,
+    then `preflight export` of its sharded checkpoint."""
     from tests.test_readme import SHORT
 
     (tmp_path / "assets").symlink_to(ROOT / "assets")
