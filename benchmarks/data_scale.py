@@ -75,8 +75,9 @@ def build_tokenizer(folder: Path, corpus: Path) -> None:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=32_000, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=32_000, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     with open(corpus) as f:
         tok.train_from_iterator((json.loads(line)["chosen"] for line in f), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
@@ -114,8 +115,14 @@ def _measured(setup, batches) -> dict:
     start = time.perf_counter()
     for _ in batches(data):
         pass
-    return {"setup_s": setup_s, "epoch_s": time.perf_counter() - start, "rss_growth_setup": after_setup,
-            "rss_growth_epoch": rss_mib() - base, "peak": peak_mib(), "pairs": pairs}
+    return {
+        "setup_s": setup_s,
+        "epoch_s": time.perf_counter() - start,
+        "rss_growth_setup": after_setup,
+        "rss_growth_epoch": rss_mib() - base,
+        "peak": peak_mib(),
+        "pairs": pairs,
+    }
 
 
 def measure_preflight(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict:
@@ -125,8 +132,9 @@ def measure_preflight(path: Path, tokenizer: Path, cache: Path, num_proc: int) -
     tok = load_tokenizer(str(tokenizer))
 
     def setup():
-        dm = PreferenceDataModule(tok, train=str(path), batch_size=8, max_length=1024, cache_dir=str(cache),
-                                  num_proc=num_proc)
+        dm = PreferenceDataModule(
+            tok, train=str(path), batch_size=8, max_length=1024, cache_dir=str(cache), num_proc=num_proc
+        )
         dm.setup("fit")
         return dm, len(dm.dataset("train"))
 
@@ -140,15 +148,23 @@ def measure_trl(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32_000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=32))
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32_000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
 
     def setup():
         data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
-        args = DPOConfig(output_dir=str(cache / "out"), report_to=[], use_cpu=True, max_length=1024,
-                         dataset_num_proc=num_proc, per_device_train_batch_size=8)
-        trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=data,
-                             processing_class=tok)
+        args = DPOConfig(
+            output_dir=str(cache / "out"),
+            report_to=[],
+            use_cpu=True,
+            max_length=1024,
+            dataset_num_proc=num_proc,
+            per_device_train_batch_size=8,
+        )
+        trainer = DPOTrainer(
+            model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tok
+        )
         return trainer, len(trainer.train_dataset)
 
     return _measured(setup, lambda trainer: trainer.get_train_dataloader())
@@ -156,8 +172,20 @@ def measure_trl(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict
 
 def run_worker(runner: str, size: int, num_proc: int, cache: Path) -> dict:
     out = WORK / f"result-{runner}-{size}.json"
-    cmd = [sys.executable, __file__, "--worker", runner, "--sizes", str(size), "--num-proc", str(num_proc),
-           "--cache", str(cache), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        runner,
+        "--sizes",
+        str(size),
+        "--num-proc",
+        str(num_proc),
+        "--cache",
+        str(cache),
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -192,18 +220,25 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             shutil.rmtree(cache, ignore_errors=True)
-    lines = ["", f"## Data preparation at scale (`python benchmarks/data_scale.py --sizes {args.sizes} "
-             f"--runners {args.runners} --num-proc {args.num_proc}`)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
-             "tokenizer: 32k BPE trained on the generated data; each cell its own process.", "",
-             "| runner | pairs | cold setup (s) | warm setup (s) | peak RSS (MiB) "
-             "| RSS growth after setup / after an epoch (MiB) | cache (MiB) | epoch of batches (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        f"## Data preparation at scale (`python benchmarks/data_scale.py --sizes {args.sizes} "
+        f"--runners {args.runners} --num-proc {args.num_proc}`)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+        "tokenizer: 32k BPE trained on the generated data; each cell its own process.",
+        "",
+        "| runner | pairs | cold setup (s) | warm setup (s) | peak RSS (MiB) "
+        "| RSS growth after setup / after an epoch (MiB) | cache (MiB) | epoch of batches (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         c, w = r["cold"], r["warm"]
-        lines.append(f"| {r['runner']} | {r['size']:,} | {c['setup_s']:.1f} | {w['setup_s']:.2f} | {c['peak']:.0f} | "
-                     f"{w['rss_growth_setup']:.0f} / {w['rss_growth_epoch']:.0f} | {r['cache_mib']:.0f} "
-                     f"| {w['epoch_s']:.1f} |")
+        lines.append(
+            f"| {r['runner']} | {r['size']:,} | {c['setup_s']:.1f} | {w['setup_s']:.2f} | {c['peak']:.0f} | "
+            f"{w['rss_growth_setup']:.0f} / {w['rss_growth_epoch']:.0f} | {r['cache_mib']:.0f} "
+            f"| {w['epoch_s']:.1f} |"
+        )
     with open(args.out, "a") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

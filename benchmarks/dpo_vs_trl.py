@@ -60,17 +60,33 @@ def make_pairs(workload: str, n: int, vocab: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     (p_lo, p_hi), (c_lo, c_hi) = WORKLOADS[workload]
     words = lambda k: " ".join(f"w{rng.randrange(vocab - 3)}" for _ in range(k))  # noqa: E731
-    return [{"prompt": words(rng.randint(p_lo, p_hi)), "chosen": " " + words(rng.randint(c_lo, c_hi)),
-             "rejected": " " + words(rng.randint(c_lo, c_hi))} for _ in range(n)]
+    return [
+        {
+            "prompt": words(rng.randint(p_lo, p_hi)),
+            "chosen": " " + words(rng.randint(c_lo, c_hi)),
+            "rejected": " " + words(rng.randint(c_lo, c_hi)),
+        }
+        for _ in range(n)
+    ]
 
 
 def make_model_folder(vocab: int, folder: Path) -> Path:
     from transformers import LlamaConfig
 
-    LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=688, num_hidden_layers=LAYERS,
-                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, bos_token_id=1,
-                eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
-                architectures=["LlamaForCausalLM"]).save_pretrained(folder)
+    LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=688,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        architectures=["LlamaForCausalLM"],
+    ).save_pretrained(folder)
     return folder
 
 
@@ -84,7 +100,8 @@ def real_tokens(tokenizer, pairs) -> int:
 
 
 def necessary_flops(tokenizer, pairs, vocab: int) -> float:
-    """Layers over real tokens with the prompt once, lm_head over completion tokens only; policy fwd+bwd (6) + reference fwd (2)."""
+    """Layers over real tokens with the prompt once, lm_head over completion tokens only; policy fwd+bwd (6) +
+    reference fwd (2)."""
     layer_params = LAYERS * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * 688)
     flops = 0.0
     for p in pairs:
@@ -129,12 +146,24 @@ def run_preflight(pairs, tokenizer_dir, model_dir, device, clock, extra: dict):
         def on_train_batch_end(self, *args):
             clock.tick()
 
-    data = PreferenceDataModule(str(tokenizer_dir), train=pairs, batch_size=BATCH, max_length=MAX_LENGTH, use_cache=False)
-    module = PreferenceModule(str(model_dir), loss={"name": "dpo", "beta": BETA}, learning_rate=LR, scheduler="constant",
-                              **extra)
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        precision="bf16-mixed" if device == "cuda" else "32-true", callbacks=[Tick()], num_sanity_val_steps=0)
+    data = PreferenceDataModule(
+        str(tokenizer_dir), train=pairs, batch_size=BATCH, max_length=MAX_LENGTH, use_cache=False
+    )
+    module = PreferenceModule(
+        str(model_dir), loss={"name": "dpo", "beta": BETA}, learning_rate=LR, scheduler="constant", **extra
+    )
+    trainer = L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="bf16-mixed" if device == "cuda" else "32-true",
+        callbacks=[Tick()],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, data)
 
 
@@ -147,14 +176,32 @@ def run_trl(pairs, tokenizer_dir, model_dir, device, clock, extra: dict):
         def on_step_end(self, *args, **kwargs):
             clock.tick()
 
-
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
-                     learning_rate=LR, beta=BETA, max_length=MAX_LENGTH, report_to=[], logging_steps=10_000,
-                     save_strategy="no", use_cpu=device != "cuda", bf16=device == "cuda", gradient_checkpointing=False,
-                     dataloader_num_workers=0, seed=0, lr_scheduler_type="constant", disable_tqdm=True)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                         processing_class=AutoTokenizer.from_pretrained(tokenizer_dir), callbacks=[Tick()])
+    args = DPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH,
+        num_train_epochs=1,
+        learning_rate=LR,
+        beta=BETA,
+        max_length=MAX_LENGTH,
+        report_to=[],
+        logging_steps=10_000,
+        save_strategy="no",
+        use_cpu=device != "cuda",
+        bf16=device == "cuda",
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        seed=0,
+        lr_scheduler_type="constant",
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=AutoTokenizer.from_pretrained(tokenizer_dir),
+        callbacks=[Tick()],
+    )
     trainer.train()
 
 
@@ -234,9 +281,16 @@ def worker(args) -> None:
     epoch = time.perf_counter() - start
     tokens = real_tokens(tokenizer, pairs)
     result = {
-        "runner": args.runner, "workload": args.workload, "vocab": args.vocab, "extra": extra, "epoch_s": epoch,
-        "median_step_s": clock.median_step(), "steps": len(clock.stamps), "tokens_per_s": tokens / epoch,
-        "peak_mib": peak_memory(args.device), "baseline_rss_mib": baseline,
+        "runner": args.runner,
+        "workload": args.workload,
+        "vocab": args.vocab,
+        "extra": extra,
+        "epoch_s": epoch,
+        "median_step_s": clock.median_step(),
+        "steps": len(clock.stamps),
+        "tokens_per_s": tokens / epoch,
+        "peak_mib": peak_memory(args.device),
+        "baseline_rss_mib": baseline,
         "necessary_flops": necessary_flops(tokenizer, pairs, args.vocab),
         "parameters": sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters()),
         "tokens": tokens,
@@ -264,8 +318,23 @@ def matmul_rate(device: str, dtype_name: str) -> float:
 def measure(runner, workload, vocab, args, extra=None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    cmd = [sys.executable, __file__, "--worker", "--runner", runner, "--workload", workload, "--vocab", str(vocab),
-           "--pairs", str(args.pairs), "--device", args.device, "--json", out]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--runner",
+        runner,
+        "--workload",
+        workload,
+        "--vocab",
+        str(vocab),
+        "--pairs",
+        str(args.pairs),
+        "--device",
+        args.device,
+        "--json",
+        out,
+    ]
     if extra:
         cmd += ["--extra", json.dumps(extra)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
@@ -274,9 +343,12 @@ def measure(runner, workload, vocab, args, extra=None) -> dict:
         raise RuntimeError(f"{runner}/{workload}/{vocab} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(Path(out).read_text())
     result["load_average"] = os.getloadavg()[0]  # 1-minute load average as the run ended: was the machine quiet?
-    print(f"  {runner:10s} {workload:13s} vocab {vocab:6d} {json.dumps(extra or {}):32s} epoch {result['epoch_s']:7.2f}s "
-          f"step {result['median_step_s']:.3f}s peak {result['peak_mib']:7.0f} MiB "
-          f"load {result['load_average']:.2f}", flush=True)
+    print(
+        f"  {runner:10s} {workload:13s} vocab {vocab:6d} {json.dumps(extra or {}):32s} epoch {result['epoch_s']:7.2f}s "
+        f"step {result['median_step_s']:.3f}s peak {result['peak_mib']:7.0f} MiB "
+        f"load {result['load_average']:.2f}",
+        flush=True,
+    )
     return result
 
 
@@ -292,11 +364,16 @@ def main() -> None:
     parser.add_argument("--extra", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds per workload (the median is kept)")
-    parser.add_argument("--sweep", default="32000,64000,128000",
-                        help="vocabularies for the memory sweep (empty: no sweep)")
+    parser.add_argument(
+        "--sweep", default="32000,64000,128000", help="vocabularies for the memory sweep (empty: no sweep)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the GPU's dense bf16 peak for MFU (default: looked up from the device name)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the GPU's dense bf16 peak for MFU (default: looked up from the device name)",
+    )
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -311,7 +388,8 @@ def main() -> None:
             for runner in order:
                 results.setdefault((runner, workload), []).append(measure(runner, workload, 32_000, args))
         results.setdefault(("preflight, reference: precomputed", workload), []).append(
-            measure("preflight", workload, 32_000, args, {"reference": "precomputed"}))
+            measure("preflight", workload, 32_000, args, {"reference": "precomputed"})
+        )
     sweep: dict[tuple, dict] = {}
     print("vocabulary sweep", flush=True)
     for vocab in [int(v) for v in args.sweep.split(",") if v]:
@@ -336,28 +414,47 @@ def _median(rows: list[dict], key: str) -> float:
 def write_results(args, command: str, results, sweep, rate: float) -> None:
     import torch
 
-    lines = ["# Benchmark results", "", f"Command: `{command}`", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, torch {torch.__version__}, "
-             f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""),
-             f"Measured {'fp32' if args.device == 'cpu' else 'bf16'} matmul rate (2048², this process): {rate / 1e9:.1f} GFLOP/s",
-             "", f"{args.pairs} pairs, batch {BATCH}, max_length {MAX_LENGTH}, Llama hidden {HIDDEN}, {LAYERS} layers; "
-             f"medians of {args.repeats} alternating rounds, each run in its own process.", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, torch {torch.__version__}, "
+        f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""),
+        f"Measured {'fp32' if args.device == 'cpu' else 'bf16'} matmul rate (2048², this process): "
+        f"{rate / 1e9:.1f} GFLOP/s",
+        "",
+        f"{args.pairs} pairs, batch {BATCH}, max_length {MAX_LENGTH}, Llama hidden {HIDDEN}, {LAYERS} layers; "
+        f"medians of {args.repeats} alternating rounds, each run in its own process.",
+        "",
+    ]
     peak_tflops = args.peak_tflops
     if args.device == "cuda" and peak_tflops is None:
         name = torch.cuda.get_device_name()
         peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     if peak_tflops:
-        lines += [f"MFU against a dense bf16 peak of {peak_tflops:.0f} TFLOP/s: 8 × parameters × tokens per epoch "
-                  "(6 for the policy's forward and backward, 2 for the reference forward) ÷ epoch time ÷ peak.", ""]
+        lines += [
+            f"MFU against a dense bf16 peak of {peak_tflops:.0f} TFLOP/s: 8 × parameters × tokens per epoch "
+            "(6 for the policy's forward and backward, 2 for the reference forward) ÷ epoch time ÷ peak.",
+            "",
+        ]
     for workload in WORKLOADS:
         trl = results[("trl", workload)]
-        loads = [r["load_average"] for runner in (*RUNNERS, "preflight, reference: precomputed")
-                 for r in results[(runner, workload)]]
-        lines += [f"## Workload: {workload} (prompt {WORKLOADS[workload][0]}, completions {WORKLOADS[workload][1]} tokens)", "",
-                  f"1-minute load average at the end of each run: {min(loads):.2f} to {max(loads):.2f} "
-                  f"({os.cpu_count()} cores).", "",
-                  "| runner | epoch fit (s) | × TRL | median step (s) | × TRL | tokens/s | peak memory (MiB) | × TRL | growth in fit (MiB) | necessary FLOP rate / matmul rate |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        loads = [
+            r["load_average"]
+            for runner in (*RUNNERS, "preflight, reference: precomputed")
+            for r in results[(runner, workload)]
+        ]
+        lines += [
+            f"## Workload: {workload} (prompt {WORKLOADS[workload][0]}, completions {WORKLOADS[workload][1]} tokens)",
+            "",
+            f"1-minute load average at the end of each run: {min(loads):.2f} to {max(loads):.2f} "
+            f"({os.cpu_count()} cores).",
+            "",
+            "| runner | epoch fit (s) | × TRL | median step (s) | × TRL | tokens/s | peak memory (MiB) | × TRL "
+            "| growth in fit (MiB) | necessary FLOP rate / matmul rate |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for runner in (*RUNNERS, "preflight, reference: precomputed"):
             rows = results[(runner, workload)]
             epoch, step, peak = _median(rows, "epoch_s"), _median(rows, "median_step_s"), _median(rows, "peak_mib")
@@ -368,29 +465,41 @@ def write_results(args, command: str, results, sweep, rate: float) -> None:
             lines.append(
                 f"| {runner} | {epoch:.2f} | {epoch / _median(trl, 'epoch_s'):.2f} | {step:.3f} | "
                 f"{step / _median(trl, 'median_step_s'):.2f} | {_median(rows, 'tokens_per_s'):.0f} | {peak:.0f} | "
-                f"{peak / _median(trl, 'peak_mib'):.2f} | {growth:.0f} | {flop_rate / rate:.3f} |")
+                f"{peak / _median(trl, 'peak_mib'):.2f} | {growth:.0f} | {flop_rate / rate:.3f} |"
+            )
         plain = results[("plain", workload)]
         ours = results[("preflight", workload)]
-        lines += ["", f"preflight ÷ plain PyTorch step: epoch {_median(ours, 'epoch_s') / _median(plain, 'epoch_s'):.2f}, "
-                  f"median step {_median(ours, 'median_step_s') / _median(plain, 'median_step_s'):.2f}.", ""]
+        lines += [
+            "",
+            f"preflight ÷ plain PyTorch step: epoch {_median(ours, 'epoch_s') / _median(plain, 'epoch_s'):.2f}, "
+            f"median step {_median(ours, 'median_step_s') / _median(plain, 'median_step_s'):.2f}.",
+            "",
+        ]
     if not sweep:
         Path(args.out).write_text("\n".join(lines) + "\n")
         print(f"wrote {args.out}")
         return
-    lines += ["## Peak memory against the vocabulary (standard workload, fixed tokens)", "",
-              "Model state is what any trainer must hold, and it grows with the vocabulary: policy weights, their "
-              "gradients, two AdamW moments and the reference weights, 5 × parameters × 4 bytes. What a library adds "
-              "on top (activations, logits, allocator slack) is the peak minus the process baseline minus that.", "",
-              "| vocabulary | parameters | model state (MiB) | preflight peak (MiB) | preflight above baseline and model state (MiB) "
-              "| TRL peak (MiB) | TRL above baseline and model state (MiB) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "## Peak memory against the vocabulary (standard workload, fixed tokens)",
+        "",
+        "Model state is what any trainer must hold, and it grows with the vocabulary: policy weights, their "
+        "gradients, two AdamW moments and the reference weights, 5 × parameters × 4 bytes. What a library adds "
+        "on top (activations, logits, allocator slack) is the peak minus the process baseline minus that.",
+        "",
+        "| vocabulary | parameters | model state (MiB) | preflight peak (MiB) "
+        "| preflight above baseline and model state (MiB) "
+        "| TRL peak (MiB) | TRL above baseline and model state (MiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     vocabs = sorted({v for _, v in sweep})
     for v in vocabs:
         p, t = sweep[("preflight", v)], sweep[("trl", v)]
         state = 5 * p["parameters"] * 4 / 2**20
-        lines.append(f"| {v} | {p['parameters'] / 1e6:.1f}M | {state:.0f} | {p['peak_mib']:.0f} | "
-                     f"{p['peak_mib'] - p['baseline_rss_mib'] - state:.0f} | {t['peak_mib']:.0f} | "
-                     f"{t['peak_mib'] - t['baseline_rss_mib'] - state:.0f} |")
+        lines.append(
+            f"| {v} | {p['parameters'] / 1e6:.1f}M | {state:.0f} | {p['peak_mib']:.0f} | "
+            f"{p['peak_mib'] - p['baseline_rss_mib'] - state:.0f} | {t['peak_mib']:.0f} | "
+            f"{t['peak_mib'] - t['baseline_rss_mib'] - state:.0f} |"
+        )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

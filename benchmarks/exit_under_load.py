@@ -56,10 +56,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="trainer.max_steps of each run")
     parser.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
-    short = ["--trainer.max_steps", str(args.steps), "--trainer.limit_val_batches", "2",
-             "--trainer.enable_progress_bar", "false"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    short = [
+        "--trainer.max_steps",
+        str(args.steps),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     preflight = str(Path(sys.executable).parent / "preflight")
     spinners = [mp.Process(target=spin, daemon=True) for _ in range(args.load)]
     for process in spinners:
@@ -74,13 +85,22 @@ def main() -> None:
                     for shipped in ("assets", "configs"):
                         os.symlink(ROOT / shipped, Path(folder) / shipped)
                     start = time.perf_counter()
-                    result = subprocess.run([preflight, *command[1:], *short], cwd=folder, env=env,
-                                            capture_output=True, text=True, timeout=900)
+                    result = subprocess.run(
+                        [preflight, *command[1:], *short],
+                        cwd=folder,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=900,
+                    )
                     took = time.perf_counter() - start
                 codes.setdefault(name, collections.Counter())[result.returncode] += 1
                 seconds.setdefault(name, []).append(took)
-                print(f"{name} run {run}: exit {result.returncode} in {took:.1f} s "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                print(
+                    f"{name} run {run}: exit {result.returncode} in {took:.1f} s "
+                    f"(load average {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
                 if result.returncode != 0:
                     failures.append((name, run, (result.stdout + result.stderr)[-2000:]))
     finally:
@@ -89,14 +109,18 @@ def main() -> None:
     table = ["| command | runs | exit codes | seconds (min / median / max) |", "| --- | --- | --- | --- |"]
     for name, counter in codes.items():
         times = sorted(seconds[name])
-        table.append(f"| {name} | {sum(counter.values())} | "
-                     f"{', '.join(f'{code}: {n}' for code, n in sorted(counter.items()))} | "
-                     f"{times[0]:.1f} / {times[len(times) // 2]:.1f} / {times[-1]:.1f} |")
+        table.append(
+            f"| {name} | {sum(counter.values())} | "
+            f"{', '.join(f'{code}: {n}' for code, n in sorted(counter.items()))} | "
+            f"{times[0]:.1f} / {times[len(times) // 2]:.1f} / {times[-1]:.1f} |"
+        )
     print("\n".join(table))
     if not args.no_results:
-        header = (f"\n## Distributed fits exit 0 under load (`python benchmarks/exit_under_load.py "
-                  f"{shlex.join(sys.argv[1:])}`)\n\n{platform.machine()}, {os.cpu_count()} cores, {args.load} "
-                  f"spinning processes beside each run, `--trainer.max_steps {args.steps}`.\n\n")
+        header = (
+            f"\n## Distributed fits exit 0 under load (`python benchmarks/exit_under_load.py "
+            f"{shlex.join(sys.argv[1:])}`)\n\n{platform.machine()}, {os.cpu_count()} cores, {args.load} "
+            f"spinning processes beside each run, `--trainer.max_steps {args.steps}`.\n\n"
+        )
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
             f.write(header + "\n".join(table) + "\n")
     for name, run, tail in failures:

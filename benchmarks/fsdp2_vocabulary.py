@@ -50,21 +50,41 @@ def worker(args) -> None:
         def on_train_batch_end(self, *_):
             stamps.append(time.perf_counter())
 
-    data = PreferenceDataModule(str(folder / "tokenizer"), train=pairs, batch_size=args.batch_size, max_length=512,
-                                use_cache=False)
-    module = PreferenceModule(str(folder / "model"), loss={"name": "dpo", "beta": 0.1}, learning_rate=1e-5,
-                              scheduler="constant", fused_lm_head=args.fused)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(data_parallel_size=2,
-                                                                                     tensor_parallel_size=1),
-                        max_steps=args.steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Tick()])
+    data = PreferenceDataModule(
+        str(folder / "tokenizer"), train=pairs, batch_size=args.batch_size, max_length=512, use_cache=False
+    )
+    module = PreferenceModule(
+        str(folder / "model"),
+        loss={"name": "dpo", "beta": 0.1},
+        learning_rate=1e-5,
+        scheduler="constant",
+        fused_lm_head=args.fused,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+        max_steps=args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Tick()],
+    )
     baseline = bench.current_rss()
     trainer.fit(module, data)
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    Path(f"{args.json}.{trainer.global_rank}").write_text(json.dumps({
-        "peak_mib": bench.peak_memory("cpu"), "baseline_mib": baseline,
-        "median_step_s": statistics.median(gaps) if gaps else float("nan"),
-        "fused": module.hparams["logps_path"]["fused_lm_head"]}))
+    Path(f"{args.json}.{trainer.global_rank}").write_text(
+        json.dumps(
+            {
+                "peak_mib": bench.peak_memory("cpu"),
+                "baseline_mib": baseline,
+                "median_step_s": statistics.median(gaps) if gaps else float("nan"),
+                "fused": module.hparams["logps_path"]["fused_lm_head"],
+            }
+        )
+    )
 
 
 def measure(vocab: int, fused: str, steps: int, batch_size: int) -> dict:
@@ -80,15 +100,35 @@ def measure(vocab: int, fused: str, steps: int, batch_size: int) -> dict:
     parameters = sum(p.numel() for p in model.parameters())
     head = model.get_output_embeddings().weight.numel()  # the largest unit FSDP2 gathers at once
     out = str(folder / "result.json")
-    cmd = [sys.executable, __file__, "--worker", "--vocab", str(vocab), "--fused", fused, "--steps", str(steps),
-           "--batch-size", str(batch_size), "--folder", str(folder), "--json", out]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--vocab",
+        str(vocab),
+        "--fused",
+        fused,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch_size),
+        "--folder",
+        str(folder),
+        "--json",
+        out,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
-    return {"vocab": vocab, "fused": fused, "parameters": parameters, "ranks": ranks,
-            "state_mib": (5 * parameters * 4 / 2 + 2 * head * 4) / 2**20}
+    return {
+        "vocab": vocab,
+        "fused": fused,
+        "parameters": parameters,
+        "ranks": ranks,
+        "state_mib": (5 * parameters * 4 / 2 + 2 * head * 4) / 2**20,
+    }
 
 
 def main() -> None:
@@ -109,22 +149,33 @@ def main() -> None:
         worker(args)
         return
     malloc = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")) or "glibc malloc"
-    lines = ["", f"## Fused lm_head under FSDP2 (`python benchmarks/fsdp2_vocabulary.py {' '.join(sys.argv[1:])}`)",
-             "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; 2 processes (gloo), "
-             f"{malloc}, "
-             "ModelParallelStrategy; each cell one fit of its own.", "",
-             "| vocabulary | parameters | pairs per process | fused lm_head | model state per process (MiB) "
-             "| peak RSS per process (MiB) | above baseline and model state (MiB) | median step (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for vocab, batch_size, fused in [(int(v), int(b), f) for v in args.vocabularies.split(",")
-                                     for b in args.batch_sizes.split(",") for f in args.heads.split(",")]:
+    lines = [
+        "",
+        f"## Fused lm_head under FSDP2 (`python benchmarks/fsdp2_vocabulary.py {' '.join(sys.argv[1:])}`)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; 2 processes (gloo), "
+        f"{malloc}, "
+        "ModelParallelStrategy; each cell one fit of its own.",
+        "",
+        "| vocabulary | parameters | pairs per process | fused lm_head | model state per process (MiB) "
+        "| peak RSS per process (MiB) | above baseline and model state (MiB) | median step (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for vocab, batch_size, fused in [
+        (int(v), int(b), f)
+        for v in args.vocabularies.split(",")
+        for b in args.batch_sizes.split(",")
+        for f in args.heads.split(",")
+    ]:
         r = measure(vocab, fused, args.steps, batch_size)
         peak = max(rank["peak_mib"] for rank in r["ranks"])
         above = max(rank["peak_mib"] - rank["baseline_mib"] for rank in r["ranks"]) - r["state_mib"]
         step = statistics.mean(rank["median_step_s"] for rank in r["ranks"])
         assert all(rank["fused"] == (fused == "on") for rank in r["ranks"])
-        lines.append(f"| {vocab} | {r['parameters'] / 1e6:.1f}M | {batch_size} | {fused} | {r['state_mib']:.0f} "
-                     f"| {peak:.0f} | {above:.0f} | {step:.3f} |")
+        lines.append(
+            f"| {vocab} | {r['parameters'] / 1e6:.1f}M | {batch_size} | {fused} | {r['state_mib']:.0f} "
+            f"| {peak:.0f} | {above:.0f} | {step:.3f} |"
+        )
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     with open(args.out, "a") as f:

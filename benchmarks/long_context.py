@@ -47,8 +47,11 @@ PATHS = {  # preflight's settings for each measured path
     "fused head + shared prompt": dict(fused_lm_head="on", shared_prompt="on", padding_free="off"),
     "fused head + shared prompt, padding-free": dict(fused_lm_head="on", shared_prompt="on", padding_free="on"),
 }
-FLEX = {"fused head + shared prompt, padding-free (flex)": dict(
-    fused_lm_head="on", shared_prompt="on", padding_free="on", attn_implementation="flex_attention")}
+FLEX = {
+    "fused head + shared prompt, padding-free (flex)": dict(
+        fused_lm_head="on", shared_prompt="on", padding_free="on", attn_implementation="flex_attention"
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------- padding
@@ -59,13 +62,17 @@ def padding_table(quick: bool) -> list[str]:
     work = Path(tempfile.mkdtemp())
     tokenizer = bench.make_tokenizer(VOCAB, work / "tokenizer")  # one word, one token
     workloads = dict(bench.WORKLOADS, realistic=((70, 150), (110, 250)))
-    lines = ["| workload | pairs | padded rows | shared prompt, one pair per row | padding-free, rows ≤ 2048 tokens "
-             "| padding-free, one row per micro-batch |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| workload | pairs | padded rows | shared prompt, one pair per row | padding-free, rows ≤ 2048 tokens "
+        "| padding-free, one row per micro-batch |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, lengths in workloads.items():
         bench.WORKLOADS[name] = lengths
         pairs = bench.make_pairs(name, 64 if quick else 512, VOCAB)
-        data = PreferenceDataModule(str(work / "tokenizer"), train=pairs, batch_size=8, max_length=1024,
-                                    use_cache=False)
+        data = PreferenceDataModule(
+            str(work / "tokenizer"), train=pairs, batch_size=8, max_length=1024, use_cache=False
+        )
         data.setup("fit")
         counts = {k: [0, 0] for k in ("padded", "shared", "budget", "one")}
         for batch in data.train_dataloader():
@@ -94,10 +101,19 @@ def worker(args) -> None:
         total = args.length
         bench.WORKLOADS["sweep"] = ((total // 2 - 1,) * 2, (total // 4 - 1,) * 2)  # BOS/EOS make up the length
         bench.MAX_LENGTH, bench.BATCH = total + 8, args.batch
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
-                             num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-                             max_position_embeddings=total + 64, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                             tie_word_embeddings=False)
+        config = LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            intermediate_size=4 * HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=HEADS,
+            max_position_embeddings=total + 64,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            tie_word_embeddings=False,
+        )
     else:  # dpo_vs_trl's model and settings
         config = LlamaConfig.from_pretrained(bench.make_model_folder(VOCAB, model_dir))
     torch.manual_seed(0)
@@ -116,17 +132,42 @@ def worker(args) -> None:
     runner(pairs, work / "tokenizer", model_dir, args.device, clock, extra)
     if args.device == "cuda":
         torch.cuda.synchronize()
-    Path(args.json).write_text(json.dumps({
-        "fit_s": time.perf_counter() - start, "first_step_s": clock.stamps[0] - start if clock.stamps else None,
-        "median_step_s": clock.median_step(warmup=1), "steps": len(clock.stamps),
-        "peak_mib": bench.peak_memory(args.device), "baseline_mib": baseline,
-        "model_state_mib": 5 * parameters * 4 / 2**20}))
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "fit_s": time.perf_counter() - start,
+                "first_step_s": clock.stamps[0] - start if clock.stamps else None,
+                "median_step_s": clock.median_step(warmup=1),
+                "steps": len(clock.stamps),
+                "peak_mib": bench.peak_memory(args.device),
+                "baseline_mib": baseline,
+                "model_state_mib": 5 * parameters * 4 / 2**20,
+            }
+        )
+    )
 
 
 def measure(args, runner: str, workload: str, pairs: int, length: int, extra: dict | None = None) -> dict | None:
     out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-    cmd = [sys.executable, __file__, "--worker", "--runner", runner, "--workload", workload, "--pairs", str(pairs),
-           "--length", str(length), "--batch", str(args.batch), "--device", args.device, "--json", out]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--runner",
+        runner,
+        "--workload",
+        workload,
+        "--pairs",
+        str(pairs),
+        "--length",
+        str(length),
+        "--batch",
+        str(args.batch),
+        "--device",
+        args.device,
+        "--json",
+        out,
+    ]
     cmd += ["--extra", json.dumps(extra)] if extra else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -134,17 +175,22 @@ def measure(args, runner: str, workload: str, pairs: int, length: int, extra: di
         print(f"  {runner} {workload} {length} failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
         return None
     result = json.loads(Path(out).read_text())
-    print(f"  {runner:9s} {workload:9s} {length:6d} {json.dumps(extra or {}):90s} step {result['median_step_s']:.3f}s "
-          f"peak {result['peak_mib']:.0f} MiB", flush=True)
+    print(
+        f"  {runner:9s} {workload:9s} {length:6d} {json.dumps(extra or {}):90s} step {result['median_step_s']:.3f}s "
+        f"peak {result['peak_mib']:.0f} MiB",
+        flush=True,
+    )
     return result
 
 
 # ---------------------------------------------------------------------------------------------- tables
 def sweep_table(args) -> list[str]:
     paths = dict(PATHS, **(FLEX if args.device == "cuda" else {}))
-    lines = ["| pair length (tokens) | runner | path | median step (s) | peak memory (MiB) "
-             "| above baseline and model state (MiB) | per token of the pair (KiB) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| pair length (tokens) | runner | path | median step (s) | peak memory (MiB) "
+        "| above baseline and model state (MiB) | per token of the pair (KiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for length in args.lengths:
         pairs = args.batch * args.steps_per_length
         runs = [("preflight", name, settings) for name, settings in paths.items()]
@@ -155,21 +201,27 @@ def sweep_table(args) -> list[str]:
                 lines.append(f"| {length} | {runner} | {name} | failed | | | |")
                 continue
             added = r["peak_mib"] - r["baseline_mib"] - r["model_state_mib"]
-            lines.append(f"| {length} | {runner} | {name} | {r['median_step_s']:.3f} | {r['peak_mib']:.0f} "
-                         f"| {added:.0f} | {added * 1024 / length:.1f} |")
+            lines.append(
+                f"| {length} | {runner} | {name} | {r['median_step_s']:.3f} | {r['peak_mib']:.0f} "
+                f"| {added:.0f} | {added * 1024 / length:.1f} |"
+            )
     return lines
 
 
 def fixed_cost_table(args) -> list[str]:
-    lines = ["| runner | fit of 12 steps (s) | before the first step (s) | median step (s) | fit × TRL | step × TRL |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| runner | fit of 12 steps (s) | before the first step (s) | median step (s) | fit × TRL | step × TRL |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     results = {runner: measure(args, runner, "standard", 96, 0) for runner in ("preflight", "trl", "plain")}
     trl = results["trl"]
     for runner, r in results.items():
         if r is None:
             continue
-        lines.append(f"| {runner} | {r['fit_s']:.2f} | {r['first_step_s']:.2f} | {r['median_step_s']:.3f} "
-                     f"| {r['fit_s'] / trl['fit_s']:.2f} | {r['median_step_s'] / trl['median_step_s']:.2f} |")
+        lines.append(
+            f"| {runner} | {r['fit_s']:.2f} | {r['first_step_s']:.2f} | {r['median_step_s']:.3f} "
+            f"| {r['fit_s'] / trl['fit_s']:.2f} | {r['median_step_s'] / trl['median_step_s']:.2f} |"
+        )
     return lines
 
 
@@ -199,17 +251,30 @@ def main() -> None:
     args.steps_per_length += 1  # the first step is warm-up
     parts = args.parts.split(",")
     command = "python benchmarks/long_context.py " + " ".join(sys.argv[1:])
-    out = ["", f"## Long context, padding and fixed costs (`{command}`)", "",
-           f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, device {args.device}; "
-           "each cell its own process.", ""]
+    out = [
+        "",
+        f"## Long context, padding and fixed costs (`{command}`)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, device {args.device}; "
+        "each cell its own process.",
+        "",
+    ]
     if "padding" in parts:
         out += ["### Real tokens / processed tokens per epoch (batch 8)", "", *padding_table(args.quick), ""]
     if "sweep" in parts:
-        out += [f"### Sequence length (batch {args.batch}, Llama hidden {HIDDEN}, {LAYERS} layers, vocabulary {VOCAB})",
-                "", *sweep_table(args), ""]
+        out += [
+            f"### Sequence length (batch {args.batch}, Llama hidden {HIDDEN}, {LAYERS} layers, vocabulary {VOCAB})",
+            "",
+            *sweep_table(args),
+            "",
+        ]
     if "fixed" in parts:
-        out += ["### Fixed costs of a short fit (standard workload, 96 pairs, batch 8: 12 steps)", "",
-                *fixed_cost_table(args), ""]
+        out += [
+            "### Fixed costs of a short fit (standard workload, 96 pairs, batch 8: 12 steps)",
+            "",
+            *fixed_cost_table(args),
+            "",
+        ]
     text = "\n".join(out)
     print(text)
     with open(args.out, "a") as f:

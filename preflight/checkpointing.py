@@ -38,8 +38,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         except OSError as err:  # a full disk, a lost mount: the previous checkpoint is untouched
             Path(tmp).unlink(missing_ok=True)
-            raise CheckpointWriteError(f"{target}: the checkpoint could not be written ({err.strerror or err}); "
-                                       "the previous one is unchanged") from None
+            raise CheckpointWriteError(
+                f"{target}: the checkpoint could not be written ({err.strerror or err}); the previous one is unchanged"
+            ) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -114,15 +114,27 @@ class PreflightCLI(LightningCLI):
         from .modules import PreferenceModule
 
         parser.set_defaults({"model": lazy_instance(PreferenceModule)})
-        parser.add_argument("--run_name", type=str | None, default=None,
-                            help="folder of this run under trainer.default_root_dir (default: the loss name, "
-                                 "'_lora' added with peft; reward models: 'reward_model')")
-        parser.add_argument("--imports", type=list[str] | str, default=[],
-                            help="modules (names, or .py files) to import before building the classes, "
-                                 "e.g. a file that registers your own losses with @register_loss")
-        parser.add_argument("--allow_changed_config", type=bool, default=False,
-                            help="resume or validate a checkpoint whose module, model, loss or peft settings "
-                                 "differ from this config's (refused otherwise)")
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="folder of this run under trainer.default_root_dir (default: the loss name, "
+            "'_lora' added with peft; reward models: 'reward_model')",
+        )
+        parser.add_argument(
+            "--imports",
+            type=list[str] | str,
+            default=[],
+            help="modules (names, or .py files) to import before building the classes, "
+            "e.g. a file that registers your own losses with @register_loss",
+        )
+        parser.add_argument(
+            "--allow_changed_config",
+            type=bool,
+            default=False,
+            help="resume or validate a checkpoint whose module, model, loss or peft settings "
+            "differ from this config's (refused otherwise)",
+        )
         # One trust_remote_code for model and tokenizer; the data module's follows the model's.
         parser.link_arguments("model.init_args.trust_remote_code", "data.trust_remote_code")
 
@@ -148,7 +160,12 @@ class PreflightCLI(LightningCLI):
         """A configuration error found once the run started (a model that cannot be built, a fast path set to
         on that is not exact) leaves no new run folder behind, unless it already holds checkpoints."""
         folder = getattr(self, "_new_run_folder", None)
-        if isinstance(err, PreflightConfigError) and folder is not None and folder.is_dir() and self.trainer.is_global_zero:
+        if (
+            isinstance(err, PreflightConfigError)
+            and folder is not None
+            and folder.is_dir()
+            and self.trainer.is_global_zero
+        ):
             if not any(folder.glob("checkpoints/*.ckpt")):
                 import shutil
 
@@ -178,8 +195,10 @@ class PreflightCLI(LightningCLI):
                 for report in self.datamodule.problem_reports(self.subcommand):
                     print(f"preflight: data: {report}", flush=True)
         trainer_config = self._get(self.config_init, "trainer", default={})
-        default_run = (Path(trainer_config.get("default_root_dir") or DEFAULT_ROOT),
-                       self._get(self.config, "run_name") or self.model.run_name())
+        default_run = (
+            Path(trainer_config.get("default_root_dir") or DEFAULT_ROOT),
+            self._get(self.config, "run_name") or self.model.run_name(),
+        )
         located = self._resolve_checkpoint(default_run)
         if trainer_config.get("logger") in (None, True):
             # a resumed or validated run keeps logging in its checkpoint's folder, else a new version of the run
@@ -192,7 +211,9 @@ class PreflightCLI(LightningCLI):
         if trainer_config.get("plugins") is None:
             kwargs["plugins"] = [AtomicCheckpointIO()]
         callbacks = list(trainer_config.get("callbacks") or [])
-        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
             from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 
             if _RICH_AVAILABLE:
@@ -226,8 +247,11 @@ class PreflightCLI(LightningCLI):
             self._nothing_to_train = reached is not None
             step = int(meta.get("global_step") or 0)
             if reached and _is_main_process():
-                print(f"preflight: {path} already reached {reached} (step {step}): nothing to train; raise "
-                      f"--trainer.{reached.split('=')[0]} to train on", flush=True)
+                print(
+                    f"preflight: {path} already reached {reached} (step {step}): nothing to train; raise "
+                    f"--trainer.{reached.split('=')[0]} to train on",
+                    flush=True,
+                )
             elif _is_main_process():
                 print(f"preflight: resuming {path} (step {step})", flush=True)
         return run_location(path)
@@ -242,7 +266,9 @@ def _is_main_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[PreflightCLI] = PreflightCLI) -> PreflightCLI:
+def build_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[PreflightCLI] = PreflightCLI
+) -> PreflightCLI:
     """The CLI; with ``run=False`` it parses and instantiates without a subcommand (no ``fit`` in `args`)."""
     load_entry_points()
     parser_kwargs: dict[str, Any] = {"parser_mode": "omegaconf", "exit_on_error": False, "prog": "preflight"}
@@ -251,12 +277,17 @@ def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[P
         PreferenceDataModule,
         subclass_mode_model=True,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [ValidateFinalWeights(), FitSummary(), SaveOnInterrupt()],
-                          "default_root_dir": DEFAULT_ROOT},
+        trainer_defaults={
+            "callbacks": [ValidateFinalWeights(), FitSummary(), SaveOnInterrupt()],
+            "default_root_dir": DEFAULT_ROOT,
+        },
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={**parser_kwargs, "description": "preflight: preference optimization with PyTorch Lightning",
-                       **{name: dict(parser_kwargs) for name in SUBCOMMANDS}},
+        parser_kwargs={
+            **parser_kwargs,
+            "description": "preflight: preference optimization with PyTorch Lightning",
+            **{name: dict(parser_kwargs) for name in SUBCOMMANDS},
+        },
         args=args,
         run=run,
     )
@@ -274,8 +305,11 @@ def one_line(err: BaseException) -> str:
         chain.append(err)
         err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     ours = [e for e in chain if isinstance(e, PreflightConfigError)]
-    useful = ours[:1] or [e for e in chain if isinstance(e, (ValueError, OSError, TypeError, NonFiniteError))
-                          and "Union subtypes" not in str(e)]
+    useful = ours[:1] or [
+        e
+        for e in chain
+        if isinstance(e, (ValueError, OSError, TypeError, NonFiniteError)) and "Union subtypes" not in str(e)
+    ]
     text = re.sub(r"\s+", " ", str(useful[-1] if useful else chain[0])).strip()
     nested = re.search(r"Errors: - (.*?) - Expected a <class 'NoneType'>", text)
     if nested:
@@ -287,20 +321,30 @@ def one_line(err: BaseException) -> str:
 def export_main(argv: list[str]) -> None:
     from .export import export_checkpoint
 
-    parser = argparse.ArgumentParser(prog="preflight export", description="Write a checkpoint as a Hugging Face model folder.")
+    parser = argparse.ArgumentParser(
+        prog="preflight export", description="Write a checkpoint as a Hugging Face model folder."
+    )
     parser.add_argument("checkpoint", help="a .ckpt written by preflight fit, or a run folder (its newest last.ckpt)")
     parser.add_argument("out", help="the folder to write (replaced if it exists)")
     parser.add_argument("--no-merge-lora", dest="merge_lora", action="store_false", help="save the LoRA adapter alone")
     parser.add_argument("--tokenizer", help="tokenizer to save with it (default: the one the data module used)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow model code from the model's folder or the Hub (never taken from the checkpoint)")
-    parser.add_argument("--imports", nargs="*", default=[],
-                        help="modules defining your own module subclasses or losses, to allow building them")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the model's folder or the Hub (never taken from the checkpoint)",
+    )
+    parser.add_argument(
+        "--imports",
+        nargs="*",
+        default=[],
+        help="modules defining your own module subclasses or losses, to allow building them",
+    )
     ns = parser.parse_args(argv)
     import_user_modules(ns.imports)
     path = resolve_checkpoint(ns.checkpoint)
-    out = export_checkpoint(path, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer,
-                            trust_remote_code=ns.trust_remote_code)
+    out = export_checkpoint(
+        path, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer, trust_remote_code=ns.trust_remote_code
+    )
     print(f"preflight: exported {path} to {out}")
 
 
@@ -371,12 +415,18 @@ def experiment_main(argv: list[str]) -> None:
     bandit.add_argument("--quick", action="store_true", help="3 sizes, 1 seed, fewer steps: about 10 seconds")
     bandit.add_argument("--out", default="experiments/bandit", help="the folder for the CSVs, summary and plot")
     bandit.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
-    frontier = commands.add_parser("frontier", help="true reward against KL to the reference, per loss and β, on a "
-                                                    "language task with a known reward")
-    frontier.add_argument("--losses", help=f"registry names of the policy losses, comma-separated (default "
-                                           f"{listed(default.losses)}; --quick: {listed(quick.losses)})")
-    frontier.add_argument("--betas", help=f"the β grid, comma-separated (default {listed(default.betas)}; "
-                                          f"--quick: {listed(quick.betas)})")
+    frontier = commands.add_parser(
+        "frontier",
+        help="true reward against KL to the reference, per loss and β, on a language task with a known reward",
+    )
+    frontier.add_argument(
+        "--losses",
+        help=f"registry names of the policy losses, comma-separated (default "
+        f"{listed(default.losses)}; --quick: {listed(quick.losses)})",
+    )
+    frontier.add_argument(
+        "--betas", help=f"the β grid, comma-separated (default {listed(default.betas)}; --quick: {listed(quick.betas)})"
+    )
     frontier.add_argument("--seeds", type=int, default=1, help="training seeds per loss and β")
     frontier.add_argument("--quick", action="store_true", help="DPO at one β on a smaller task: about a minute")
     frontier.add_argument("--with-trl", action="store_true", help="also train TRL's DPOTrainer on the same pairs")
@@ -443,7 +493,9 @@ def _plot(function, *args) -> None:
 def losses_main(argv: list[str]) -> None:
     from .losses.catalog import format_catalog, loss_catalog
 
-    parser = argparse.ArgumentParser(prog="preflight losses", description="List every registered loss (plugins included).")
+    parser = argparse.ArgumentParser(
+        prog="preflight losses", description="List every registered loss (plugins included)."
+    )
     parser.add_argument("--imports", nargs="*", default=[], help="modules that register more losses")
     ns = parser.parse_args(argv)
     import_user_modules(ns.imports)
@@ -477,7 +529,8 @@ def quiet_third_party() -> None:
     # a resumed or validated run writes into its own version folder on purpose
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "💡 Tip" not in str(record.getMessage()))
+        lambda record: "💡 Tip" not in str(record.getMessage())
+    )
 
 
 def run_command(argv: list[str] | None = None) -> None:

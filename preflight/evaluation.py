@@ -107,14 +107,18 @@ class GenerationEval(L.Callback):
         from .modules import PreferenceModule
 
         if not isinstance(pl_module, PreferenceModule):
-            raise GenerationEvalError(f"GenerationEval samples from a PreferenceModule's policy, not a "
-                                      f"{type(pl_module).__name__}")
+            raise GenerationEvalError(
+                f"GenerationEval samples from a PreferenceModule's policy, not a {type(pl_module).__name__}"
+            )
         if isinstance(trainer.strategy, FSDPStrategy):
-            raise GenerationEvalError("GenerationEval cannot sample under FSDPStrategy (the policy's weights are "
-                                      "sharded outside the root unit's forward): use ModelParallelStrategy or DDP")
+            raise GenerationEvalError(
+                "GenerationEval cannot sample under FSDPStrategy (the policy's weights are "
+                "sharded outside the root unit's forward): use ModelParallelStrategy or DDP"
+            )
         if self.reward_spec is not None:
-            self._reward_fn = (load_reward_function(self.reward_spec) if isinstance(self.reward_spec, str)
-                               else self.reward_spec)
+            self._reward_fn = (
+                load_reward_function(self.reward_spec) if isinstance(self.reward_spec, str) else self.reward_spec
+            )
         elif self._reward_module is None:
             self._reward_module = _load_reward_model(self.reward_model_spec).eval().requires_grad_(False)
 
@@ -147,14 +151,16 @@ class GenerationEval(L.Callback):
         policy.eval()
         try:
             pad = trainer.datamodule.collator.pad_token_id
-            samples = [self._sample(policy, index, prompt, tokenizer.eos_token_id, pad, synced)
-                       for index, prompt in mine]
+            samples = [
+                self._sample(policy, index, prompt, tokenizer.eos_token_id, pad, synced) for index, prompt in mine
+            ]
             if reference is not None:
                 for index, prompt in mine:
                     if index not in self._reference_samples:
                         with reference() as model:
-                            self._reference_samples[index] = self._sample(model, index, prompt, tokenizer.eos_token_id,
-                                                                          pad, synced)
+                            self._reference_samples[index] = self._sample(
+                                model, index, prompt, tokenizer.eos_token_id, pad, synced
+                            )
             rows = self._score(pl_module, mine, samples, tokenizer, reference)
         finally:
             policy.train(was_training)
@@ -166,12 +172,21 @@ class GenerationEval(L.Callback):
         by_prompt = {row["index"]: row for part in everyone for row in part}
         rows = [by_prompt[i] for i in sorted(by_prompt)]
         self.last_rows, self.last_samples = rows, dict(zip((i for i, _ in mine), samples))
-        values = {"val/gen/reward": _mean([r["policy_reward"] for r in rows]),
-                  "val/gen/length": _mean([r["policy_tokens"] for r in rows])}
+        values = {
+            "val/gen/reward": _mean([r["policy_reward"] for r in rows]),
+            "val/gen/length": _mean([r["policy_tokens"] for r in rows]),
+        }
         if reference is not None:
-            values["val/gen/win_rate"] = _mean([1.0 if r["policy_reward"] > r["reference_reward"] else
-                                                0.5 if r["policy_reward"] == r["reference_reward"] else 0.0
-                                                for r in rows])
+            values["val/gen/win_rate"] = _mean(
+                [
+                    1.0
+                    if r["policy_reward"] > r["reference_reward"]
+                    else 0.5
+                    if r["policy_reward"] == r["reference_reward"]
+                    else 0.0
+                    for r in rows
+                ]
+            )
             values["val/gen/kl"] = _mean([r["log_ratio"] for r in rows])
         self.last_values = values
         # straight to the loggers (and callback_metrics, which checkpoint monitors read): the values are already
@@ -198,11 +213,18 @@ class GenerationEval(L.Callback):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 1_000_003 + index)
             out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.temperature,
-                top_k=0, top_p=1.0, max_new_tokens=self.max_new_tokens, eos_token_id=eos, pad_token_id=pad,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=self.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
                 synced_gpus=synced,
             )
-        return out[0, len(prompt):].tolist()
+        return out[0, len(prompt) :].tolist()
 
     def _score(self, pl_module, mine, samples, tokenizer, reference) -> list[dict[str, Any]]:
         from .datamodules import TokenizedPair
@@ -211,8 +233,12 @@ class GenerationEval(L.Callback):
         device = pl_module.device
 
         def pairs_of(completions):
-            return collate([TokenizedPair(index, prompt, c or [tokenizer.eos_token_id], c or [tokenizer.eos_token_id])
-                            for (index, prompt), c in zip(mine, completions)])
+            return collate(
+                [
+                    TokenizedPair(index, prompt, c or [tokenizer.eos_token_id], c or [tokenizer.eos_token_id])
+                    for (index, prompt), c in zip(mine, completions)
+                ]
+            )
 
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         prompts = [decode(prompt) for _, prompt in mine]
@@ -231,11 +257,19 @@ class GenerationEval(L.Callback):
             reference_texts = [decode(c) for c in reference_completions]
             reference_rewards = self._rewards(pairs_of(reference_completions), prompts, reference_texts)
         for k, ((index, _), sample) in enumerate(zip(mine, samples)):
-            row = {"index": index, "prompt": prompts[k], "policy_completion": texts[k],
-                   "policy_reward": policy_rewards[k], "policy_tokens": len(sample)}
+            row = {
+                "index": index,
+                "prompt": prompts[k],
+                "policy_completion": texts[k],
+                "policy_reward": policy_rewards[k],
+                "policy_tokens": len(sample),
+            }
             if reference is not None:
-                row.update(reference_completion=reference_texts[k], reference_reward=reference_rewards[k],
-                           log_ratio=log_ratio[k])
+                row.update(
+                    reference_completion=reference_texts[k],
+                    reference_reward=reference_rewards[k],
+                    log_ratio=log_ratio[k],
+                )
             rows.append(row)
         return rows
 
@@ -244,8 +278,9 @@ class GenerationEval(L.Callback):
         if self._reward_fn is not None:
             scores = [float(s) for s in self._reward_fn(prompts, texts)]
             if len(scores) != len(texts):
-                raise GenerationEvalError(f"reward {self.reward_spec!r} returned {len(scores)} scores for "
-                                          f"{len(texts)} completions")
+                raise GenerationEvalError(
+                    f"reward {self.reward_spec!r} returned {len(scores)} scores for {len(texts)} completions"
+                )
             return scores
         module = self._reward_module
         device = next(module.parameters()).device
@@ -265,13 +300,16 @@ class GenerationEval(L.Callback):
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):  # TensorBoard
-                table = "\n".join(f"| {r['prompt'][:200]} | {r['policy_completion'][:400]} | {r['policy_reward']:.3f} |"
-                                  for r in rows)
-                experiment.add_text("val/gen/samples", "| prompt | policy | reward |\n|---|---|---|\n" + table,
-                                    trainer.global_step)
+                table = "\n".join(
+                    f"| {r['prompt'][:200]} | {r['policy_completion'][:400]} | {r['policy_reward']:.3f} |" for r in rows
+                )
+                experiment.add_text(
+                    "val/gen/samples", "| prompt | policy | reward |\n|---|---|---|\n" + table, trainer.global_step
+                )
             elif hasattr(logger, "log_text"):  # W&B
-                logger.log_text("val/gen/samples", columns=fields,
-                                data=[[trainer.global_step, *r.values()] for r in rows])
+                logger.log_text(
+                    "val/gen/samples", columns=fields, data=[[trainer.global_step, *r.values()] for r in rows]
+                )
 
 
 def _reference_sampler(pl_module):

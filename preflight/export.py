@@ -87,8 +87,10 @@ def _refuse_imports(value: Any, where: str) -> None:
     if isinstance(value, dict):
         class_path = value.get("class_path")
         if isinstance(class_path, str) and class_path.rpartition(".")[0] not in sys.modules:
-            raise ValueError(f"{where}: refusing to import {class_path!r} named by the checkpoint "
-                             "(import it yourself, e.g. preflight export --imports MODULE)")
+            raise ValueError(
+                f"{where}: refusing to import {class_path!r} named by the checkpoint "
+                "(import it yourself, e.g. preflight export --imports MODULE)"
+            )
         for key, item in value.items():
             _refuse_imports(item, f"{where}.{key}")
     elif isinstance(value, (list, tuple)):
@@ -109,8 +111,10 @@ def module_from_checkpoint(path: str | Path, trust_remote_code: bool = False) ->
         raise ValueError(f"{path}: not a preflight checkpoint (no '{MODULE_KEY}' entry)")
     cls = module_classes().get(class_path) if isinstance(class_path, str) else None
     if cls is None:
-        raise ValueError(f"{path}: refusing to build {class_path!r}: not a preflight module class "
-                         "(a subclass of your own needs --imports MODULE)")
+        raise ValueError(
+            f"{path}: refusing to build {class_path!r}: not a preflight module class "
+            "(a subclass of your own needs --imports MODULE)"
+        )
     accepted = inspect.signature(cls.__init__).parameters
     hparams = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if k in accepted and k != "self"}
     _refuse_imports(hparams, f"{path}: hyper_parameters")
@@ -124,7 +128,10 @@ def module_from_checkpoint(path: str | Path, trust_remote_code: bool = False) ->
 
 
 def export_checkpoint(
-    path: str | Path, out: str | Path, merge_lora: bool = True, tokenizer: str | None = None,
+    path: str | Path,
+    out: str | Path,
+    merge_lora: bool = True,
+    tokenizer: str | None = None,
     trust_remote_code: bool = False,
 ) -> Path:
     """Write the model of a preflight checkpoint as a Hugging Face folder (see `module_from_checkpoint`)."""

@@ -16,8 +16,15 @@ from torchmetrics import MeanMetric
 
 from .losses import LossOutput
 
-STANDARD = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-            "logps/chosen", "logps/rejected")
+STANDARD = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 def _key(name: str) -> str:

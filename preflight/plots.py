@@ -68,9 +68,13 @@ def figures(series: Series) -> dict[str, Series]:
     grouped = {name: [m for m in members if m in names] for name, members in GROUPS.items()}
     placed = {m for members in grouped.values() for m in members}
     grouped.update({other.replace("/", "_"): [other] for other in names if other not in placed})
-    return {figure: {f"{split}/{m}": series[f"{split}/{m}"] for m in members for split in SPLITS
-                     if f"{split}/{m}" in series}
-            for figure, members in grouped.items() if members}
+    return {
+        figure: {
+            f"{split}/{m}": series[f"{split}/{m}"] for m in members for split in SPLITS if f"{split}/{m}" in series
+        }
+        for figure, members in grouped.items()
+        if members
+    }
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> dict[str, tuple[Path, Series]]:
@@ -92,8 +96,15 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> dict[str, tuple
         for label, (steps, values) in members.items():
             finite = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
             split, metric = label.split("/", 1)
-            ax.plot([s for s, _ in finite], [v for _, v in finite], "-" if split == "train" else "o--", label=label,
-                    markersize=3, color=f"C{metrics.index(metric)}", alpha=0.6 if split == "train" else 1.0)
+            ax.plot(
+                [s for s, _ in finite],
+                [v for _, v in finite],
+                "-" if split == "train" else "o--",
+                label=label,
+                markersize=3,
+                color=f"C{metrics.index(metric)}",
+                alpha=0.6 if split == "train" else 1.0,
+            )
         ax.set_xlabel("optimizer step")
         ax.set_title(f"{source.parent.parent.name}/{source.parent.name}: {name}")
         ax.grid(alpha=0.3)

@@ -51,7 +51,9 @@ def check_checkpoint_matches(path: str | Path, module: L.LightningModule, meta: 
     theirs = meta.get("preflight_module")
     if theirs is not None and theirs != own_class:
         raise CheckpointMismatchError(
-            f"{path} was written by {theirs}, this config builds {own_class} (--allow_changed_config true to load it anyway)")
+            f"{path} was written by {theirs}, this config builds {own_class} "
+            "(--allow_changed_config true to load it anyway)"
+        )
     stored = meta.get("hyper_parameters") or {}
     for key in DEFINING:
         if key in stored and key in module.hparams:
@@ -59,7 +61,8 @@ def check_checkpoint_matches(path: str | Path, module: L.LightningModule, meta: 
             if differences:
                 raise CheckpointMismatchError(
                     f"{path} was trained with {differences[0][0]}={differences[0][1]!r}, this config sets "
-                    f"{differences[0][2]!r} (--allow_changed_config true to use it anyway)")
+                    f"{differences[0][2]!r} (--allow_changed_config true to use it anyway)"
+                )
 
 
 def _differences(key: str, theirs: Any, ours: Any) -> list[tuple[str, Any, Any]]:

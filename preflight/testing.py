@@ -66,8 +66,12 @@ def _resolve(loss: str | type[PreferenceLoss] | PreferenceLoss, hyperparameters:
 def _check_output(out: LossOutput, batch_size: int, where: str) -> None:
     assert isinstance(out, LossOutput), f"{where}: returned {type(out).__name__}, not LossOutput"
     assert out.loss.dim() == 0, f"{where}: loss has shape {tuple(out.loss.shape)}, expected a scalar"
-    assert out.losses.shape == (batch_size,), f"{where}: losses has shape {tuple(out.losses.shape)}, expected ({batch_size},)"
-    assert out.loss.dtype in (torch.float32, torch.float64), f"{where}: loss is {out.loss.dtype}, expected float32 or wider"
+    assert out.losses.shape == (batch_size,), (
+        f"{where}: losses has shape {tuple(out.losses.shape)}, expected ({batch_size},)"
+    )
+    assert out.loss.dtype in (torch.float32, torch.float64), (
+        f"{where}: loss is {out.loss.dtype}, expected float32 or wider"
+    )
     for name in ("chosen_rewards", "rejected_rewards"):
         rewards = getattr(out, name)
         if rewards is not None:
@@ -114,7 +118,9 @@ def check_no_reference_gradient(loss: PreferenceLoss) -> None:
 def check_monotonic(loss: PreferenceLoss) -> None:
     field = "rewards" if loss.input_kind == "rewards" else "logps"
     chosen_name, rejected_name = (
-        ("chosen_rewards", "rejected_rewards") if field == "rewards" else ("policy_chosen_logps", "policy_rejected_logps")
+        ("chosen_rewards", "rejected_rewards")
+        if field == "rewards"
+        else ("policy_chosen_logps", "policy_rejected_logps")
     )
     inputs = make_inputs(loss, batch_size=16, requires_grad=False, logp_low=-30.0, logp_high=-5.0, seed=7)
     base = loss(inputs).losses
@@ -148,7 +154,9 @@ def check_missing_input(loss: PreferenceLoss) -> None:
         raise AssertionError(f"{loss.name}: no error when the required input {field} is None")
 
 
-def check_loss(loss: str | type[PreferenceLoss] | PreferenceLoss, verbose: bool = True, **hyperparameters: Any) -> list[str]:
+def check_loss(
+    loss: str | type[PreferenceLoss] | PreferenceLoss, verbose: bool = True, **hyperparameters: Any
+) -> list[str]:
     """Run the whole contract on one loss; raises `AssertionError` on the first broken property.
 
     Returns the names of the checks that passed, and prints them in one line unless `verbose` is False."""

@@ -39,7 +39,6 @@ def naive_sequence_logps(model, prompt, completion):
     return total
 
 
-
 class SeenTrainMetrics(Callback):
     """Appends, at each `on_train_batch_end` that ends an optimizer step, the step and the ``train/`` values of
     `trainer.callback_metrics` as one JSON line to `path` (rank 0 alone): what a user's callback sees.

@@ -21,8 +21,16 @@ def parsed(*overrides):
 
 
 def test_documented_overrides_apply():
-    cli = parsed("--model.loss", "ipo", "--data.train", "assets/data/val.jsonl", "--data.batch_size", "4",
-                 "--trainer.max_steps", "7")
+    cli = parsed(
+        "--model.loss",
+        "ipo",
+        "--data.train",
+        "assets/data/val.jsonl",
+        "--data.batch_size",
+        "4",
+        "--trainer.max_steps",
+        "7",
+    )
     assert cli.model.loss_fn.name == "ipo"
     assert cli.datamodule.train_spec == "assets/data/val.jsonl" and cli.datamodule.batch_size == 4
     assert cli.trainer.max_steps == 7
@@ -37,10 +45,12 @@ def test_loss_mapping_on_the_command_line():
 
 def test_omegaconf_interpolation_resolves(tmp_path):
     config = tmp_path / "interpolated.yaml"
-    config.write_text("model:\n  class_path: preflight.PreferenceModule\n  init_args:\n    model: assets/tiny-llama\n"
-                      "    loss: {name: ipo, beta: 0.5}\n"
-                      "data:\n  tokenizer: assets/tokenizer\n  train: assets/data/val.jsonl\n"
-                      "trainer:\n  default_root_dir: ${oc.env:PREFLIGHT_TEST_ROOT,runs}/by-${model.init_args.loss.name}\n")
+    config.write_text(
+        "model:\n  class_path: preflight.PreferenceModule\n  init_args:\n    model: assets/tiny-llama\n"
+        "    loss: {name: ipo, beta: 0.5}\n"
+        "data:\n  tokenizer: assets/tokenizer\n  train: assets/data/val.jsonl\n"
+        "trainer:\n  default_root_dir: ${oc.env:PREFLIGHT_TEST_ROOT,runs}/by-${model.init_args.loss.name}\n"
+    )
     cli = parsed("--config", str(config))
     assert cli.trainer.default_root_dir == "runs/by-ipo"
     assert cli.datamodule.train_spec == "assets/data/val.jsonl" and cli.model.loss_fn.beta == 0.5
@@ -59,11 +69,15 @@ def test_entry_point_losses_work_by_name_in_the_cli(monkeypatch, tmp_path):
         "    requires_reference = False\n"
         "    def compute(self, inputs):\n"
         "        losses = -F.logsigmoid(inputs.policy_chosen_logps - inputs.policy_rejected_logps)\n"
-        "        return LossOutput(losses.mean(), losses)\n")
+        "        return LossOutput(losses.mean(), losses)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "entry_points",
-                        lambda group: [EntryPoint("p", "cli_plugin", group)] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        lambda group: [EntryPoint("p", "cli_plugin", group)] if group == registry.ENTRY_POINT_GROUP else [],
+    )
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     cli = parsed("--model.loss", "from_plugin")
     assert cli.model.loss_fn.name == "from_plugin" and cli.model.reference_mode == "none"
@@ -73,7 +87,10 @@ def test_entry_point_losses_work_by_name_in_the_cli(monkeypatch, tmp_path):
     "override, message",
     [
         (["--model.loss", "dpoo"], "preflight: error: unknown loss 'dpoo'. Did you mean 'dpo'?"),
-        (["--model.loss", "{name: dpo, bta: 1}"], "preflight: error: loss 'dpo' has no hyperparameter 'bta'. Did you mean 'beta'?"),
+        (
+            ["--model.loss", "{name: dpo, bta: 1}"],
+            "preflight: error: loss 'dpo' has no hyperparameter 'bta'. Did you mean 'beta'?",
+        ),
         (["--model.model", "./no-such-model"], "preflight: error: model './no-such-model': no such folder"),
         (["--data.train", "missing.jsonl"], "preflight: error: missing.jsonl: file not found"),
     ],
@@ -119,6 +136,7 @@ def test_the_command_writes_checkpoints_atomically():
 
     assert isinstance(parsed().trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
+
 def test_the_installed_distribution_is_preflight_lightning_and_version_says_so(capsys):
     """`pip install preflight` gets another project: ours installs as preflight-lightning, with the `preflight`
     command and package; `preflight --version` names the installed version, the one `preflight.__version__` holds."""
@@ -131,8 +149,9 @@ def test_the_installed_distribution_is_preflight_lightning_and_version_says_so(c
     assert ours.version == preflight.__version__
     assert [e.value for e in ours.entry_points if e.name == "preflight"] == ["preflight.cli:main"]
     main(["--version"])
-    assert capsys.readouterr().out.strip() == (f"preflight {preflight.__version__} (distribution preflight-lightning: "
-                                               "pip install preflight-lightning)")
+    assert capsys.readouterr().out.strip() == (
+        f"preflight {preflight.__version__} (distribution preflight-lightning: pip install preflight-lightning)"
+    )
 
 
 LEAVE = """

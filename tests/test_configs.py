@@ -19,8 +19,16 @@ class ParseOnly(PreflightCLI):
 
 def test_the_expected_configs_ship():
     names = {c.name for c in CONFIGS}
-    assert {"dpo.yaml", "ipo.yaml", "cdpo.yaml", "robust.yaml", "simpo.yaml", "orpo.yaml",
-            "reward_model.yaml", "lora_dpo.yaml"} | NEEDS_INTERNET <= names
+    assert {
+        "dpo.yaml",
+        "ipo.yaml",
+        "cdpo.yaml",
+        "robust.yaml",
+        "simpo.yaml",
+        "orpo.yaml",
+        "reward_model.yaml",
+        "lora_dpo.yaml",
+    } | NEEDS_INTERNET <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
@@ -41,7 +49,9 @@ def test_config_parses(config, monkeypatch):
 @pytest.mark.parametrize("config", OFFLINE, ids=lambda c: c.name)
 def test_offline_config_runs_one_step(config, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    cli = build_cli(["fit", "--config", str(config), "--trainer.fast_dev_run", "1",
-                     "--trainer.default_root_dir", str(tmp_path)], run=True)
+    cli = build_cli(
+        ["fit", "--config", str(config), "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path)],
+        run=True,
+    )
     assert cli.trainer.state.finished
     assert cli.trainer.global_step == 1

@@ -87,7 +87,9 @@ def test_eq6_is_eq1_at_the_reward_of_eq5():
     reward, log_ref = problem(2)
     pi, _ = optimal_policy(reward, log_ref)
     for i, j in itertools.combinations(range(N_COMPLETIONS), 2):
-        eq6 = 1 / (1 + torch.exp(BETA * (torch.log(pi[:, j]) - log_ref[:, j]) - BETA * (torch.log(pi[:, i]) - log_ref[:, i])))
+        eq6 = 1 / (
+            1 + torch.exp(BETA * (torch.log(pi[:, j]) - log_ref[:, j]) - BETA * (torch.log(pi[:, i]) - log_ref[:, i]))
+        )
         assert torch.allclose(eq6, bt_probability(reward[:, i], reward[:, j]))
 
 
@@ -149,7 +151,9 @@ def test_theorem_dpo_on_bradley_terry_preferences_recovers_the_optimal_policy():
     reward, log_ref = problem(7)
     pi_star, _ = optimal_policy(reward, log_ref)
     # All ordered pairs (x, y1, y2); labelled y1 ≻ y2 with the Bradley-Terry probability (population loss).
-    xs, y1s, y2s = zip(*[(x, i, j) for x in range(N_PROMPTS) for i in range(N_COMPLETIONS) for j in range(N_COMPLETIONS) if i != j])
+    xs, y1s, y2s = zip(
+        *[(x, i, j) for x in range(N_PROMPTS) for i in range(N_COMPLETIONS) for j in range(N_COMPLETIONS) if i != j]
+    )
     xs, y1s, y2s = torch.tensor(xs), torch.tensor(y1s), torch.tensor(y2s)
     p_prefer = torch.sigmoid(reward[xs, y1s] - reward[xs, y2s])
     loss = get_loss("dpo", beta=BETA)

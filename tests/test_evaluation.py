@@ -15,10 +15,19 @@ def fit(tmp_path, steps, callback, **module_kwargs):
     L.seed_everything(0)
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), val=str(VAL), batch_size=16, use_cache=False)
     module = PreferenceModule(str(TINY_MODEL), **{"learning_rate": 1e-3, **module_kwargs})
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None,
-                        limit_val_batches=1, num_sanity_val_steps=0, logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[callback])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        val_check_interval=steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(module, data)
     return trainer, module
 
@@ -47,12 +56,18 @@ def test_samples_scores_and_kl_of_a_trained_policy(tmp_path):
         prompt, sample = list(data[row["index"]].prompt_ids), callback.last_samples[row["index"]]
         assert 1 <= len(sample) <= 12 and row["policy_tokens"] == len(sample)
         assert row["policy_reward"] == politeness([], [tok.decode(sample, skip_special_tokens=True)])[0]
-        naive = naive_sequence_logps(module.policy, prompt, sample) - naive_sequence_logps(module.reference_model,
-                                                                                           prompt, sample)
+        naive = naive_sequence_logps(module.policy, prompt, sample) - naive_sequence_logps(
+            module.reference_model, prompt, sample
+        )
         assert row["log_ratio"] == pytest.approx(naive, abs=1e-4)
         ratios.append(naive)
-        wins.append(1.0 if row["policy_reward"] > row["reference_reward"] else
-                    0.5 if row["policy_reward"] == row["reference_reward"] else 0.0)
+        wins.append(
+            1.0
+            if row["policy_reward"] > row["reference_reward"]
+            else 0.5
+            if row["policy_reward"] == row["reference_reward"]
+            else 0.0
+        )
     assert logged["val/gen/kl"] == pytest.approx(sum(ratios) / 4, abs=1e-4)
     assert logged["val/gen/win_rate"] == pytest.approx(sum(wins) / 4)
     assert logged["val/gen/reward"] == pytest.approx(sum(r["policy_reward"] for r in rows) / 4)
@@ -61,8 +76,17 @@ def test_samples_scores_and_kl_of_a_trained_policy(tmp_path):
     import csv
 
     table = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/generations.csv", newline="")))
-    assert list(table[0]) == ["step", "index", "prompt", "policy_completion", "policy_reward", "policy_tokens",
-                              "reference_completion", "reference_reward", "log_ratio"]
+    assert list(table[0]) == [
+        "step",
+        "index",
+        "prompt",
+        "policy_completion",
+        "policy_reward",
+        "policy_tokens",
+        "reference_completion",
+        "reference_reward",
+        "log_ratio",
+    ]
     assert len(table) == 2 * 4  # the validation at step 30, then the call above
     assert [(int(r["step"]), int(r["index"])) for r in table] == [(30, i) for i in range(4)] * 2
     assert [float(r["log_ratio"]) for r in table[4:]] == pytest.approx(ratios, abs=1e-4)

@@ -15,8 +15,15 @@ from tests.conftest import TINY_MODEL, TOKENIZER, TRAIN
 def fit(module, tmp_path, steps=3, callbacks=()):
     data = PreferenceDataModule(str(TOKENIZER), train=str(TRAIN), batch_size=4)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[checkpoint, *callbacks], default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint, *callbacks],
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(module, data)
     return tmp_path / "ckpt" / "last.ckpt"
 
@@ -43,7 +50,10 @@ def test_export_command_gives_identical_logits(tmp_path, peft, capsys):
     fresh.configure_model()
     with torch.no_grad():  # and training changed the weights, so the test can fail
         assert not torch.allclose(fresh.policy(input_ids=IDS, attention_mask=MASK).logits, got, atol=1e-4)
-    assert AutoTokenizer.from_pretrained(out)("Hi")["input_ids"] == AutoTokenizer.from_pretrained(TOKENIZER)("Hi")["input_ids"]
+    assert (
+        AutoTokenizer.from_pretrained(out)("Hi")["input_ids"]
+        == AutoTokenizer.from_pretrained(TOKENIZER)("Hi")["input_ids"]
+    )
 
 
 def test_lora_checkpoints_hold_only_trainable_weights(tmp_path):
@@ -67,8 +77,11 @@ def test_reward_model_exports_as_sequence_classification(tmp_path):
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
     module.model.eval()
     with torch.no_grad():
-        assert torch.allclose(loaded(input_ids=IDS, attention_mask=MASK).logits,
-                              module.model(input_ids=IDS, attention_mask=MASK).logits, atol=1e-5)
+        assert torch.allclose(
+            loaded(input_ids=IDS, attention_mask=MASK).logits,
+            module.model(input_ids=IDS, attention_mask=MASK).logits,
+            atol=1e-5,
+        )
     assert loaded.config.num_labels == 1
 
 

@@ -38,13 +38,17 @@ class Block:
 
 def readme_blocks() -> list[Block]:
     text = (ROOT / "README.md").read_text()
-    return [Block(text[: m.start("lang")].count("\n") + 1, m["lang"], (m["mark"] or "").strip(), m["body"])
-            for m in FENCE.finditer(text)]
+    return [
+        Block(text[: m.start("lang")].count("\n") + 1, m["lang"], (m["mark"] or "").strip(), m["body"])
+        for m in FENCE.finditer(text)
+    ]
 
 
 def commands(body: str) -> list[list[str]]:
     joined = re.sub(r"\\\n\s*", " ", body)
-    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        shlex.split(line, comments=True) for line in joined.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,9 @@ def test_readme_block(block, reader_folder, monkeypatch, capsys):
         (reader_folder / block.mark.split(" ", 1)[1]).write_text(block.body)
         return
     if block.lang == "python":
-        result = subprocess.run([sys.executable, "-c", block.body], cwd=reader_folder, capture_output=True, text=True,
-                                timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", block.body], cwd=reader_folder, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         check_python_output(block, result.stdout)
     elif block.lang == "yaml":
@@ -83,7 +88,10 @@ def test_readme_block(block, reader_folder, monkeypatch, capsys):
 
         loss = build_loss(yaml.safe_load(block.body)["loss"])
         assert [(type(t).__name__, w) for t, w in zip(loss.losses, loss.weights)] == [
-            ("DPOLoss", 0.8), ("BCOPairLoss", 0.2), ("SFTLoss", 1.0)]
+            ("DPOLoss", 0.8),
+            ("BCOPairLoss", 0.2),
+            ("SFTLoss", 1.0),
+        ]
     else:
         for command in commands(block.body):
             assert command[0] == "preflight", f"{block}: {command}"
@@ -109,7 +117,7 @@ def run_preflight(args, folder, capsys):
 
 
 def check_python_output(block, out):
-    if "get_loss(\"dpo\", beta=0.1)" in block.body:
+    if 'get_loss("dpo", beta=0.1)' in block.body:
         assert out.startswith("tensor(0.5981")  # −log σ(0.1 · ((−12 + 13) − (−15 + 14))) = −log σ(0.2)
     if "check_loss(" in block.body:
         assert out.startswith("check_loss('margin_dpo'): 7 checks passed")

@@ -12,8 +12,15 @@ from tests.conftest import TINY_MODEL, TOKENIZER, TRAIN, VAL
 
 
 def trainer(steps=4, **kw):
-    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, accelerator="cpu", **kw)
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kw,
+    )
 
 
 def test_plain_trainer_logs_trl_metric_names():
@@ -32,14 +39,21 @@ class HandMadeData(L.LightningDataModule):
 
     def train_dataloader(self):
         # two pairs: prompt [1, 50, 60], chosen [70, 2] / [71, 72, 2], rejected [80, 81, 2] / [90, 2]
-        input_ids = torch.tensor([[1, 50, 60, 70, 2, 0], [1, 50, 60, 71, 72, 2],
-                                  [1, 50, 60, 80, 81, 2], [1, 50, 60, 90, 2, 0]])
+        input_ids = torch.tensor(
+            [[1, 50, 60, 70, 2, 0], [1, 50, 60, 71, 72, 2], [1, 50, 60, 80, 81, 2], [1, 50, 60, 90, 2, 0]]
+        )
         attention = (torch.arange(6) < torch.tensor([[5], [6], [6], [5]])).long()
         completion = attention.clone()
         completion[:, :3] = 0
-        batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion,
-                 "prompt_lengths": torch.tensor([3, 3]), "chosen_lengths": torch.tensor([2, 3]),
-                 "rejected_lengths": torch.tensor([3, 2]), "index": torch.tensor([0, 1])}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "completion_mask": completion,
+            "prompt_lengths": torch.tensor([3, 3]),
+            "chosen_lengths": torch.tensor([2, 3]),
+            "rejected_lengths": torch.tensor([3, 2]),
+            "index": torch.tensor([0, 1]),
+        }
         return DataLoader([batch] * 4, batch_size=None)
 
 
@@ -93,7 +107,9 @@ def test_precomputed_reference_matches_the_copy_and_holds_no_model():
     first = data.collator(data.datasets["train"].pairs[:8])
     with torch.no_grad():
         expected = copy.completion_logps(copy.reference_model, first)
-    assert torch.allclose(table[:8, 0], expected[:8], atol=1e-4) and torch.allclose(table[:8, 1], expected[8:], atol=1e-4)
+    assert torch.allclose(table[:8, 0], expected[:8], atol=1e-4) and torch.allclose(
+        table[:8, 1], expected[8:], atol=1e-4
+    )
 
 
 def test_reward_module_learns_the_rule_and_logs_accuracy():

@@ -14,15 +14,55 @@ from pathlib import Path
 SEED = 1234
 N_TRAIN, N_VAL = 2000, 200
 
-ITEMS = ["bike", "lamp", "kettle", "jacket", "tent", "phone", "desk", "camera", "blender", "guitar",
-         "backpack", "printer", "sofa", "watch", "heater", "drill", "mirror", "scooter", "oven", "radio"]
-QUESTIONS = ["When will my {item} arrive?", "Can I return the {item}?", "Is the {item} in stock?",
-             "How do I clean the {item}?", "Does the {item} come with a warranty?", "What colour is the {item}?",
-             "How heavy is the {item}?", "Can you gift wrap the {item}?"]
-FACTS = ["it ships within {n} days", "the return window is {n} weeks", "we have {n} left in the store",
-         "a soft cloth works best", "the warranty covers {n} years", "it comes in {n} colours",
-         "it weighs about {n} kilograms", "wrapping costs {n} euros"]
-POLITE_OPEN = ["Thank you for asking!", "Happy to help.", "Great question.", "Of course, gladly.", "Thanks for reaching out."]
+ITEMS = [
+    "bike",
+    "lamp",
+    "kettle",
+    "jacket",
+    "tent",
+    "phone",
+    "desk",
+    "camera",
+    "blender",
+    "guitar",
+    "backpack",
+    "printer",
+    "sofa",
+    "watch",
+    "heater",
+    "drill",
+    "mirror",
+    "scooter",
+    "oven",
+    "radio",
+]
+QUESTIONS = [
+    "When will my {item} arrive?",
+    "Can I return the {item}?",
+    "Is the {item} in stock?",
+    "How do I clean the {item}?",
+    "Does the {item} come with a warranty?",
+    "What colour is the {item}?",
+    "How heavy is the {item}?",
+    "Can you gift wrap the {item}?",
+]
+FACTS = [
+    "it ships within {n} days",
+    "the return window is {n} weeks",
+    "we have {n} left in the store",
+    "a soft cloth works best",
+    "the warranty covers {n} years",
+    "it comes in {n} colours",
+    "it weighs about {n} kilograms",
+    "wrapping costs {n} euros",
+]
+POLITE_OPEN = [
+    "Thank you for asking!",
+    "Happy to help.",
+    "Great question.",
+    "Of course, gladly.",
+    "Thanks for reaching out.",
+]
 POLITE_CLOSE = ["Have a wonderful day.", "Let me know if I can help further.", "Enjoy your purchase!", "Kind regards."]
 RUDE_OPEN = ["Ugh, fine.", "Whatever.", "Read the manual.", "Not my problem, but", "Stop asking."]
 RUDE_CLOSE = ["Go away.", "Do not bother me again.", "Figure out the rest yourself.", "That is all."]

@@ -51,8 +51,9 @@ def checksum(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def load(directory: Path, key: str, settings: dict[str, Any] | None = None,
-         check: Callable[[dict], str | None] | None = None) -> dict | None:
+def load(
+    directory: Path, key: str, settings: dict[str, Any] | None = None, check: Callable[[dict], str | None] | None = None
+) -> dict | None:
     """The payload stored under `key`, or None when there is none or it does not verify (then it is reported).
 
     `settings` are the parts the key was made from (compared with those stored); `check(payload)` returns

@@ -40,7 +40,9 @@ def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
     mapping = {f: f for f in FIELDS}
     for data_name, ours in (columns or {}).items():
         if ours not in FIELDS:
-            raise PreferenceDataError(f"columns: {data_name!r} maps to {ours!r}, which is not one of {', '.join(FIELDS)}")
+            raise PreferenceDataError(
+                f"columns: {data_name!r} maps to {ours!r}, which is not one of {', '.join(FIELDS)}"
+            )
         mapping[ours] = data_name
     return mapping
 
@@ -51,7 +53,9 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
     if isinstance(row.value, _Malformed):
         raise PreferenceDataError(f"{where}: {row.value.problem}")
     if not isinstance(row.value, Mapping):
-        raise PreferenceDataError(f"{where}: expected an object with prompt/chosen/rejected, got {type(row.value).__name__}")
+        raise PreferenceDataError(
+            f"{where}: expected an object with prompt/chosen/rejected, got {type(row.value).__name__}"
+        )
     value = row.value
 
     def get(field: str, required: bool) -> Any:
@@ -68,8 +72,12 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
     chosen, rejected = get("chosen", True), get("rejected", True)
     prompt = get("prompt", False)
     if prompt is None and names["prompt"] in value:
-        raise PreferenceDataError(f"{where}: field {names['prompt']!r} is null (leave the field out for an implicit prompt)")
-    for field, item in (("chosen", chosen), ("rejected", rejected)) + ((("prompt", prompt),) if prompt is not None else ()):
+        raise PreferenceDataError(
+            f"{where}: field {names['prompt']!r} is null (leave the field out for an implicit prompt)"
+        )
+    for field, item in (("chosen", chosen), ("rejected", rejected)) + (
+        (("prompt", prompt),) if prompt is not None else ()
+    ):
         _check_text_or_messages(item, f"{where}: field {names[field]!r}")
     kinds = {isinstance(x, list) for x in (chosen, rejected) + ((prompt,) if prompt is not None else ())}
     if len(kinds) > 1:
@@ -81,7 +89,9 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
     margin = get("margin", False)
     if margin is not None:
         if isinstance(margin, bool) or not isinstance(margin, (int, float, str)):
-            raise PreferenceDataError(f"{where}: field {names['margin']!r} must be a number, got {type(margin).__name__}")
+            raise PreferenceDataError(
+                f"{where}: field {names['margin']!r} must be a number, got {type(margin).__name__}"
+            )
         try:
             margin = float(margin)
         except ValueError:
@@ -95,7 +105,9 @@ def _check_text_or_messages(item: Any, where: str) -> None:
     if isinstance(item, str):
         return
     if not isinstance(item, list):
-        raise PreferenceDataError(f"{where} must be a string or a list of {{role, content}} messages, got {type(item).__name__}")
+        raise PreferenceDataError(
+            f"{where} must be a string or a list of {{role, content}} messages, got {type(item).__name__}"
+        )
     for i, message in enumerate(item, start=1):
         if not isinstance(message, Mapping):
             raise PreferenceDataError(f"{where}, message {i}: expected {{role, content}}, got {type(message).__name__}")
@@ -113,17 +125,23 @@ def _check_turns(prompt: Messages, chosen: Messages, rejected: Messages, where: 
     for field, messages in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
         for i, message in enumerate(messages, start=1):
             if message["role"] not in ROLES:
-                raise PreferenceDataError(f"{where}: field {names[field]!r}, message {i}: unknown role "
-                                          f"{message['role']!r} (expected one of {', '.join(ROLES)})")
+                raise PreferenceDataError(
+                    f"{where}: field {names[field]!r}, message {i}: unknown role "
+                    f"{message['role']!r} (expected one of {', '.join(ROLES)})"
+                )
     for field, messages in (("chosen", chosen), ("rejected", rejected)):
         if not messages:
             raise PreferenceDataError(f"{where}: field {names[field]!r} has no message after the prompt")
         if messages[0]["role"] != "assistant":
-            raise PreferenceDataError(f"{where}: field {names[field]!r} starts with a {messages[0]['role']!r} message; "
-                                      "the completion must be the assistant's turn")
+            raise PreferenceDataError(
+                f"{where}: field {names[field]!r} starts with a {messages[0]['role']!r} message; "
+                "the completion must be the assistant's turn"
+            )
     if prompt and prompt[-1]["role"] == "assistant":
-        raise PreferenceDataError(f"{where}: the prompt ends with an assistant message; chosen and rejected must be the "
-                                  "assistant's answer to it, not follow it")
+        raise PreferenceDataError(
+            f"{where}: the prompt ends with an assistant message; chosen and rejected must be the "
+            "assistant's answer to it, not follow it"
+        )
 
 
 def extract_prompt(chosen: str | Messages, rejected: str | Messages) -> tuple[Any, Any, Any]:

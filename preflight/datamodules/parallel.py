@@ -32,8 +32,11 @@ def tokenize_batch(tokenizer, examples: list[PreferenceExample], limits: Limits)
     if standard:
         eos = tokenizer.eos_token or ""
         with_eos = lambda text: text if text.endswith(eos) else text + eos  # noqa: E731
-        texts = ([e.prompt for e in standard] + [e.prompt + with_eos(e.chosen) for e in standard]
-                 + [e.prompt + with_eos(e.rejected) for e in standard])
+        texts = (
+            [e.prompt for e in standard]
+            + [e.prompt + with_eos(e.chosen) for e in standard]
+            + [e.prompt + with_eos(e.rejected) for e in standard]
+        )
         ids = tokenizer(texts)["input_ids"]
         n = len(standard)
         for k, e in enumerate(standard):

@@ -81,7 +81,9 @@ class PairDataset(Dataset):
         position = int(self._positions[i])
         pair = self._store.pair(position) if self._store is not None else self._list[position]
         if self._reference is not None:
-            pair = dataclasses.replace(pair, reference_logps=(float(self._reference[i, 0]), float(self._reference[i, 1])))
+            pair = dataclasses.replace(
+                pair, reference_logps=(float(self._reference[i, 0]), float(self._reference[i, 1]))
+            )
         return pair
 
     @property
@@ -311,16 +313,21 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def _settings(self) -> dict:
         return {
-            "max_length": self.max_length, "max_prompt_length": self.max_prompt_length,
-            "truncation": self.truncation, "columns": self.columns, "on_bad_rows": self.on_bad_rows,
-            "drop_identical": self.drop_identical, "max_row_chars": self.max_row_chars,
+            "max_length": self.max_length,
+            "max_prompt_length": self.max_prompt_length,
+            "truncation": self.truncation,
+            "columns": self.columns,
+            "on_bad_rows": self.on_bad_rows,
+            "drop_identical": self.drop_identical,
+            "max_row_chars": self.max_row_chars,
         }
 
     def _prepare(self, source: Source) -> tuple[PairDataset, SplitReport]:
         """The split's store: from the cache when a verified entry exists, else tokenized into it. A file lock
         makes the processes of one machine tokenize once: the first builds, the others wait and read it."""
-        settings = cache.plain(dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer),
-                                    **self._settings()))
+        settings = cache.plain(
+            dict(source=source.fingerprint(), tokenizer=tokenizer_fingerprint(self.tokenizer), **self._settings())
+        )
         if not self.use_cache:
             scratch = new_scratch_folder()
             self._scratch_folders.append(scratch)
@@ -378,8 +385,13 @@ class PreferenceDataModule(L.LightningDataModule):
             writer.abort()
             raise
         store = writer.finish({"settings": settings, "report": report.__dict__})
-        log.info("preflight: data: tokenized %s: %d pairs in %.1f s (%d processes)", source.name, report.kept,
-                 time.perf_counter() - started, processes)
+        log.info(
+            "preflight: data: tokenized %s: %d pairs in %.1f s (%d processes)",
+            source.name,
+            report.kept,
+            time.perf_counter() - started,
+            processes,
+        )
         return PairDataset(store), report
 
     def _check_size(self, example) -> None:
@@ -388,7 +400,9 @@ class PreferenceDataModule(L.LightningDataModule):
         size = sum(_text_length(getattr(example, f)) for f in ("prompt", "chosen", "rejected"))
         if size > self.max_row_chars:
             raise PreferenceDataError(
-                f"{example.location}: the row holds {size:,} characters, more than max_row_chars ({self.max_row_chars:,})")
+                f"{example.location}: the row holds {size:,} characters, "
+                f"more than max_row_chars ({self.max_row_chars:,})"
+            )
 
     def attach_reference_logps(self, split: str, chosen: Sequence[float], rejected: Sequence[float]) -> None:
         """Let precomputed reference log-probs travel with the rows of `split` (one value per pair, in order)."""
@@ -417,8 +431,14 @@ class PreferenceDataModule(L.LightningDataModule):
         dataset = self._require("train")
         world_size, rank = self._distribution()
         sampler = PreferenceBatchSampler(
-            dataset.lengths, self.batch_size, shuffle=True, group_by_length=self.group_by_length,
-            seed=self.seed, num_replicas=world_size, rank=rank, accumulate=self._accumulation(),
+            dataset.lengths,
+            self.batch_size,
+            shuffle=True,
+            group_by_length=self.group_by_length,
+            seed=self.seed,
+            num_replicas=world_size,
+            rank=rank,
+            accumulate=self._accumulation(),
         )
         self._resume_position(sampler)
         self._train_sampler = sampler
@@ -434,21 +454,31 @@ class PreferenceDataModule(L.LightningDataModule):
     def ordered_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
         """Every pair of `split` once, in dataset order, on this process alone (for precomputation)."""
         dataset = self._require(split)
-        sampler = PreferenceBatchSampler(dataset.lengths, batch_size or self.eval_batch_size, shuffle=False, group_by_length=False)
+        sampler = PreferenceBatchSampler(
+            dataset.lengths, batch_size or self.eval_batch_size, shuffle=False, group_by_length=False
+        )
         return self._loader(dataset, sampler)
 
     def _eval_loader(self, dataset: PairDataset) -> DataLoader:
         world_size, rank = self._distribution()
         sampler = PreferenceBatchSampler(
-            dataset.lengths, self.eval_batch_size, shuffle=False, group_by_length=False,
-            num_replicas=world_size, rank=rank,
+            dataset.lengths,
+            self.eval_batch_size,
+            shuffle=False,
+            group_by_length=False,
+            num_replicas=world_size,
+            rank=rank,
         )
         return self._loader(dataset, sampler)
 
     def _loader(self, dataset: PairDataset, sampler: PreferenceBatchSampler) -> DataLoader:
         return ResumableDataLoader(
-            dataset, batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler), collate_fn=self.collator,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=sampler.batch_size,
+            sampler=FlatBatchSampler(sampler),
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def _require(self, split: str) -> PairDataset:
@@ -467,7 +497,9 @@ class PreferenceDataModule(L.LightningDataModule):
         # batch it was written after, and Lightning counts it as completed only later, when it restarts.
         done = loop.epoch_loop.batch_progress.current.processed
         sampler.set_epoch(trainer.current_epoch)
-        if loop.restarting and 0 < done < len(sampler):  # a checkpoint at an epoch's end resumes at the next epoch's start
+        if loop.restarting and 0 < done < len(
+            sampler
+        ):  # a checkpoint at an epoch's end resumes at the next epoch's start
             sampler.load_state_dict({"epoch": trainer.current_epoch, "yielded": done})
 
 

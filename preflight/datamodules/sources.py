@@ -93,8 +93,14 @@ class Source:
     def rows(self) -> Iterator[RawRow]:
         kind = self.kind()
         reader = {
-            "list": self._list_rows, "dataset": self._dataset_rows, "hub": self._hub_rows, "folder": self._hub_rows,
-            ".jsonl": self._jsonl_rows, ".json": self._json_rows, ".parquet": self._parquet_rows, ".csv": self._csv_rows,
+            "list": self._list_rows,
+            "dataset": self._dataset_rows,
+            "hub": self._hub_rows,
+            "folder": self._hub_rows,
+            ".jsonl": self._jsonl_rows,
+            ".json": self._json_rows,
+            ".parquet": self._parquet_rows,
+            ".csv": self._csv_rows,
         }[kind]
         yield from reader()
 

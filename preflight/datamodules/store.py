@@ -59,8 +59,13 @@ class PairStore:
         row, start, chosen, rejected, end = (int(v) for v in self.table[position])
         ids = np.frombuffer(os.pread(self._fd, (end - start) * 4, start * 4), dtype=np.int32)
         margin = float(self.margin[position])
-        return TokenizedPair(row, ids[: chosen - start].tolist(), ids[chosen - start : rejected - start].tolist(),
-                             ids[rejected - start :].tolist(), None if np.isnan(margin) else margin)
+        return TokenizedPair(
+            row,
+            ids[: chosen - start].tolist(),
+            ids[chosen - start : rejected - start].tolist(),
+            ids[rejected - start :].tolist(),
+            None if np.isnan(margin) else margin,
+        )
 
     def lengths(self) -> np.ndarray:
         """Tokens of the longer row (prompt + completion) of each pair: what padding depends on."""
@@ -135,7 +140,13 @@ def store_problem(folder: Path, settings: dict[str, Any]) -> str | None:
     if meta["report"].get("kept") != table.shape[0]:
         return "holds a report that does not match its pairs"
     starts, chosen, rejected, ends = table[:, 1], table[:, 2], table[:, 3], table[:, 4]
-    if not ((starts <= chosen).all() and (chosen < rejected).all() and (rejected < ends).all()
-            and (starts[1:] == ends[:-1]).all() and starts[0] == 0 and ends[-1] == n_ids):
+    if not (
+        (starts <= chosen).all()
+        and (chosen < rejected).all()
+        and (rejected < ends).all()
+        and (starts[1:] == ends[:-1]).all()
+        and starts[0] == 0
+        and ends[-1] == n_ids
+    ):
         return "holds a pair of the wrong shape"
     return None

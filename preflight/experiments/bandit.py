@@ -74,8 +74,9 @@ def make_loss(name: str, beta: float):
     return build_loss(spec_with_beta(name, beta))
 
 
-def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, lr: float = 0.05,
-                 record_every: int | None = None) -> tuple[torch.Tensor, list[tuple[int, float, float, float]]]:
+def train_policy(
+    bandit: Bandit, loss_name: str, beta: float, data, steps: int, lr: float = 0.05, record_every: int | None = None
+) -> tuple[torch.Tensor, list[tuple[int, float, float, float]]]:
     """A tabular policy started at π_ref, trained full-batch with Adam on `data`; returns its log-probs and,
     every `record_every` steps, (step, KL to π_ref, KL to π*, mean probability of each prompt's best response)."""
     loss = make_loss(loss_name, beta)
@@ -88,10 +89,16 @@ def train_policy(bandit: Bandit, loss_name: str, beta: float, data, steps: int, 
     optimum, trace = bandit.optimum(beta), []
     for step in range(1, steps + 1):
         logp = torch.log_softmax(logits, -1)
-        out = loss(LossInputs(policy_chosen_logps=logp[x, chosen], policy_rejected_logps=logp[x, rejected],
-                              reference_chosen_logps=bandit.reference[x, chosen],
-                              reference_rejected_logps=bandit.reference[x, rejected],
-                              chosen_lengths=ones, rejected_lengths=ones))
+        out = loss(
+            LossInputs(
+                policy_chosen_logps=logp[x, chosen],
+                policy_rejected_logps=logp[x, rejected],
+                reference_chosen_logps=bandit.reference[x, chosen],
+                reference_rejected_logps=bandit.reference[x, rejected],
+                chosen_lengths=ones,
+                rejected_lengths=ones,
+            )
+        )
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -169,20 +176,36 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
                 policy, _ = train_policy(bandit, name, settings.beta, data, settings.steps)
                 implicit = settings.beta * (policy - bandit.reference)
                 error = centred(implicit) - centred(bandit.reward)
-                sizes_rows.append({"loss": name, "pairs": n, "seed": seed, "kl_to_optimum": kl(policy, optimum),
-                                   "kl_to_reference": kl(policy, bandit.reference),
-                                   "implicit_reward_rmse": float(error.pow(2).mean().sqrt()),
-                                   "implicit_reward_rank_correlation": rank_correlation(implicit, bandit.reward)})
+                sizes_rows.append(
+                    {
+                        "loss": name,
+                        "pairs": n,
+                        "seed": seed,
+                        "kl_to_optimum": kl(policy, optimum),
+                        "kl_to_reference": kl(policy, bandit.reference),
+                        "implicit_reward_rmse": float(error.pow(2).mean().sqrt()),
+                        "implicit_reward_rank_correlation": rank_correlation(implicit, bandit.reward),
+                    }
+                )
             scores = train_reward_model(bandit, data, settings.steps)
-            reward_rows.append({"pairs": n, "seed": seed, "rank_correlation": rank_correlation(scores, bandit.reward),
-                                "centred_rmse": float((centred(scores) - centred(bandit.reward)).pow(2).mean().sqrt())})
+            reward_rows.append(
+                {
+                    "pairs": n,
+                    "seed": seed,
+                    "rank_correlation": rank_correlation(scores, bandit.reward),
+                    "centred_rmse": float((centred(scores) - centred(bandit.reward)).pow(2).mean().sqrt()),
+                }
+            )
     deterministic = bandit.pairs(max(settings.sizes), 0, deterministic=True)
     every = max(1, settings.deterministic_steps // 40)
     for name in settings.losses:
-        _, trace = train_policy(bandit, name, settings.beta, deterministic, settings.deterministic_steps,
-                                record_every=every)
-        trace_rows += [{"loss": name, "step": s, "kl_to_reference": a, "kl_to_optimum": b, "prob_of_best": p}
-                       for s, a, b, p in trace]
+        _, trace = train_policy(
+            bandit, name, settings.beta, deterministic, settings.deterministic_steps, record_every=every
+        )
+        trace_rows += [
+            {"loss": name, "step": s, "kl_to_reference": a, "kl_to_optimum": b, "prob_of_best": p}
+            for s, a, b, p in trace
+        ]
     tables = {"bandit": sizes_rows, "reward_model": reward_rows, "deterministic": trace_rows}
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
@@ -201,20 +224,29 @@ def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
     kl_star = mean_by(tables["bandit"], ("loss", "pairs"), "kl_to_optimum")
     rmse = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rmse")
     rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
-    lines = [f"# Bandit: {settings.prompts} prompts × {settings.responses} responses, β = {settings.beta}, "
-             f"{settings.steps} full-batch Adam steps, mean of {settings.seeds} data seed(s)", "",
-             "| pairs | " + " | ".join(f"{loss}: KL(π‖π*) | {loss}: implicit reward RMSE" for loss in settings.losses)
-             + " | reward model: rank correlation |",
-             "| --- |" + " --- | --- |" * len(settings.losses) + " --- |"]
+    lines = [
+        f"# Bandit: {settings.prompts} prompts × {settings.responses} responses, β = {settings.beta}, "
+        f"{settings.steps} full-batch Adam steps, mean of {settings.seeds} data seed(s)",
+        "",
+        "| pairs | "
+        + " | ".join(f"{loss}: KL(π‖π*) | {loss}: implicit reward RMSE" for loss in settings.losses)
+        + " | reward model: rank correlation |",
+        "| --- |" + " --- | --- |" * len(settings.losses) + " --- |",
+    ]
     for n in settings.sizes:
         cells = [f"{kl_star[loss, n]:.4f} | {rmse[loss, n]:.3f}" for loss in settings.losses]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {rm[(n,)]:.3f} |")
     bandit = Bandit.make(settings.prompts, settings.responses)
     optimal_best = bandit.prob_of_best(bandit.optimum(settings.beta))
-    lines += ["", f"Deterministic preferences ({max(settings.sizes)} pairs, the better response always wins): the "
-              f"mean probability of each prompt's best response during training (π* of Eq. 3 gives it "
-              f"{optimal_best:.3f}; a deterministic policy 1):", "",
-              "| step | " + " | ".join(settings.losses) + " |", "| --- |" + " --- |" * len(settings.losses)]
+    lines += [
+        "",
+        f"Deterministic preferences ({max(settings.sizes)} pairs, the better response always wins): the "
+        f"mean probability of each prompt's best response during training (π* of Eq. 3 gives it "
+        f"{optimal_best:.3f}; a deterministic policy 1):",
+        "",
+        "| step | " + " | ".join(settings.losses) + " |",
+        "| --- |" + " --- |" * len(settings.losses),
+    ]
     trace = {(r["loss"], r["step"]): r["prob_of_best"] for r in tables["deterministic"]}
     steps = sorted({r["step"] for r in tables["deterministic"]})
     shown = steps[:: max(1, len(steps) // 8)]
@@ -241,16 +273,31 @@ def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: P
         axes[0].errorbar(settings.sizes, means, yerr=spreads, marker="o", capsize=3, label=loss, color=f"C{i}")
         trace = [r for r in tables["deterministic"] if r["loss"] == loss]
         axes[2].plot([r["step"] for r in trace], [r["prob_of_best"] for r in trace], label=loss, color=f"C{i}")
-    axes[0].set(xscale="log", yscale="log", xlabel="preference pairs", ylabel="KL(π_θ ‖ π*)",
-                title="KL to the optimum of Eq. 3 against data")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="preference pairs",
+        ylabel="KL(π_θ ‖ π*)",
+        title="KL to the optimum of Eq. 3 against data",
+    )
     rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
     axes[1].plot(settings.sizes, [rm[(n,)] for n in settings.sizes], marker="o", color="k", label="reward model")
     corr = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rank_correlation")
     for i, loss in enumerate(settings.losses):
-        axes[1].plot(settings.sizes, [corr[loss, n] for n in settings.sizes], marker="o", ls="--", color=f"C{i}",
-                     label=f"{loss} implicit reward")
-    axes[1].set(xscale="log", xlabel="preference pairs", ylabel="Spearman ρ with the true reward",
-                title="Rewards recovered (rank, per prompt)")
+        axes[1].plot(
+            settings.sizes,
+            [corr[loss, n] for n in settings.sizes],
+            marker="o",
+            ls="--",
+            color=f"C{i}",
+            label=f"{loss} implicit reward",
+        )
+    axes[1].set(
+        xscale="log",
+        xlabel="preference pairs",
+        ylabel="Spearman ρ with the true reward",
+        title="Rewards recovered (rank, per prompt)",
+    )
     bandit = Bandit.make(settings.prompts, settings.responses)
     axes[2].axhline(bandit.prob_of_best(bandit.optimum(settings.beta)), color="gray", ls=":", label="π* (Eq. 4)")
     axes[2].set(xlabel="full-batch step", ylabel="mean π_θ(best response)", title="Deterministic preferences")

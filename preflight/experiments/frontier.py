@@ -58,8 +58,7 @@ class FrontierSettings:
         """About a minute on 2 CPU cores: DPO at one small β, a smaller task, and a larger learning rate for its
         fewer steps."""
         task = KnownRewardTask(base_epochs=1, train_pairs=400, val_pairs=48)
-        return replace(cls(losses=("dpo",), betas=(0.05,), eval_prompts=48, learning_rate=5e-4, task=task),
-                       **overrides)
+        return replace(cls(losses=("dpo",), betas=(0.05,), eval_prompts=48, learning_rate=5e-4, task=task), **overrides)
 
 
 def run_frontier(settings: FrontierSettings, out: Path, log=print) -> dict:
@@ -82,30 +81,46 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     task = settings.task.build(out / "task")
-    log(f"preflight: experiment: base policy fine-tuned {settings.task.base_epochs} epoch(s) (loss per epoch: "
+    log(
+        f"preflight: experiment: base policy fine-tuned {settings.task.base_epochs} epoch(s) (loss per epoch: "
         f"{', '.join(f'{v:.3f}' for v in task['base_losses'])}); {task['train_pairs']} training pairs sampled "
-        f"from it (mean true reward {task['train_base_reward']:.3f})")
+        f"from it (mean true reward {task['train_base_reward']:.3f})"
+    )
     runs = [("preflight", loss) for loss in settings.losses] + ([(TRL, "dpo")] if settings.with_trl else [])
     # one callback for every run: the base policy's samples are drawn once and every policy is compared with them
-    evaluation = GenerationEval(reward=REWARD, num_prompts=settings.eval_prompts,
-                                max_new_tokens=settings.task.max_new_tokens, seed=0)
+    evaluation = GenerationEval(
+        reward=REWARD, num_prompts=settings.eval_prompts, max_new_tokens=settings.task.max_new_tokens, seed=0
+    )
     rows = []
     for trainer, loss in runs:
         for beta in settings.betas:
             for seed in range(settings.seeds):
                 clock = time.perf_counter()
                 policy = (train_trl if trainer == TRL else train_preflight)(out / "task", loss, beta, seed, settings)
-                row = {"trainer": trainer, "loss": loss, "beta": beta, "seed": seed,
-                       **evaluate(policy, out / "task", out / "runs" / f"{trainer}_{loss}_beta{beta}_seed{seed}",
-                                  settings, evaluation)}
+                row = {
+                    "trainer": trainer,
+                    "loss": loss,
+                    "beta": beta,
+                    "seed": seed,
+                    **evaluate(
+                        policy,
+                        out / "task",
+                        out / "runs" / f"{trainer}_{loss}_beta{beta}_seed{seed}",
+                        settings,
+                        evaluation,
+                    ),
+                }
                 row["seconds"] = round(time.perf_counter() - clock, 1)
                 rows.append(row)
-                log(f"preflight: experiment: {trainer} {loss} β={beta} seed {seed}: true reward "
+                log(
+                    f"preflight: experiment: {trainer} {loss} β={beta} seed {seed}: true reward "
                     f"{row['reward']:.3f} (base {row['reference_reward']:.3f}), KL {row['kl']:.3f}, "
-                    f"win rate {row['win_rate']:.3f} ({row['seconds']} s)")
+                    f"win rate {row['win_rate']:.3f} ({row['seconds']} s)"
+                )
     write_csv(out / "frontier.csv", rows)
-    base_rewards = [pair[k] for pair in read_rows(out / "task/pairs/train.jsonl")
-                    for k in ("chosen_reward", "rejected_reward")]
+    base_rewards = [
+        pair[k] for pair in read_rows(out / "task/pairs/train.jsonl") for k in ("chosen_reward", "rejected_reward")
+    ]
     optimum = optimal_frontier(base_rewards, [round(0.02 * 1.25**k, 4) for k in range(40)])
     write_csv(out / "optimum.csv", optimum)
     result = {"rows": rows, "optimum": optimum, "task": task, "seconds": time.perf_counter() - started}
@@ -116,15 +131,28 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
 def _trainer(root: Path, **kwargs):
     import lightning as L
 
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=str(root), **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        **kwargs,
+    )
 
 
 def _data(task: Path, settings: FrontierSettings):
     from ..datamodules import PreferenceDataModule
 
-    return PreferenceDataModule(str(task / "base"), train=str(task / "pairs/train.jsonl"),
-                                val=str(task / "pairs/val.jsonl"), batch_size=settings.batch_size, use_cache=False)
+    return PreferenceDataModule(
+        str(task / "base"),
+        train=str(task / "pairs/train.jsonl"),
+        val=str(task / "pairs/val.jsonl"),
+        batch_size=settings.batch_size,
+        use_cache=False,
+    )
 
 
 def train_preflight(task: Path, loss: str, beta: float, seed: int, settings: FrontierSettings):
@@ -134,8 +162,9 @@ def train_preflight(task: Path, loss: str, beta: float, seed: int, settings: Fro
     from ..modules import PreferenceModule
 
     L.seed_everything(seed, verbose=False)
-    module = PreferenceModule(str(task / "base"), loss=spec_with_beta(loss, beta),
-                              learning_rate=settings.learning_rate, scheduler="linear")
+    module = PreferenceModule(
+        str(task / "base"), loss=spec_with_beta(loss, beta), learning_rate=settings.learning_rate, scheduler="linear"
+    )
     _trainer(task, max_epochs=settings.epochs, limit_val_batches=0).fit(module, _data(task, settings))
     return module.policy
 
@@ -148,14 +177,30 @@ def train_trl(task: Path, loss: str, beta: float, seed: int, settings: FrontierS
 
     pairs = [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in read_rows(task / "pairs/train.jsonl")]
     with tempfile.TemporaryDirectory() as scratch:
-        args = DPOConfig(output_dir=scratch, per_device_train_batch_size=settings.batch_size,
-                         num_train_epochs=settings.epochs, learning_rate=settings.learning_rate, beta=beta,
-                         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, seed=seed, report_to=[],
-                         save_strategy="no", use_cpu=True, logging_steps=10_000, disable_tqdm=True,
-                         dataloader_num_workers=0)
+        args = DPOConfig(
+            output_dir=scratch,
+            per_device_train_batch_size=settings.batch_size,
+            num_train_epochs=settings.epochs,
+            learning_rate=settings.learning_rate,
+            beta=beta,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            weight_decay=0.0,
+            seed=seed,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            logging_steps=10_000,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
         model = AutoModelForCausalLM.from_pretrained(task / "base")
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                             processing_class=AutoTokenizer.from_pretrained(task / "base"))
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(pairs),
+            processing_class=AutoTokenizer.from_pretrained(task / "base"),
+        )
         trainer.train()
     return trainer.model.eval()
 
@@ -168,9 +213,14 @@ def evaluate(policy, task: Path, folder: Path, settings: FrontierSettings, callb
     module = PreferenceModule(policy, loss="dpo", reference="copy", reference_model=str(task / "base"))
     _trainer(folder, callbacks=[callback], limit_val_batches=1).validate(module, _data(task, settings), verbose=False)
     values, rows = callback.last_values, callback.last_rows
-    return {"reward": values["val/gen/reward"], "kl": values["val/gen/kl"], "win_rate": values["val/gen/win_rate"],
-            "length": values["val/gen/length"], "prompts": len(rows),
-            "reference_reward": sum(r["reference_reward"] for r in rows) / len(rows)}
+    return {
+        "reward": values["val/gen/reward"],
+        "kl": values["val/gen/kl"],
+        "win_rate": values["val/gen/win_rate"],
+        "length": values["val/gen/length"],
+        "prompts": len(rows),
+        "reference_reward": sum(r["reference_reward"] for r in rows) / len(rows),
+    }
 
 
 def curves(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -215,29 +265,38 @@ def optimum_at(optimum: list[dict], kl: float) -> float | None:
 def summary(settings: FrontierSettings, result: dict) -> str:
     task, rows = result["task"], result["rows"]
     base = sum(float(r["reference_reward"]) for r in rows) / len(rows)
-    lines = [f"# Reward–KL frontier: {', '.join(settings.losses)}{' and TRL DPO' if settings.with_trl else ''}, "
-             f"β ∈ {{{', '.join(map(str, settings.betas))}}}, {settings.seeds} seed(s)", "",
-             f"Task: base policy fine-tuned {settings.task.base_epochs} epoch(s) on the shipped replies; "
-             f"{task['train_pairs']} training pairs sampled from it, labelled by Bradley-Terry on the politeness "
-             f"reward; {settings.epochs} epoch(s) of batch {settings.batch_size}, learning rate "
-             f"{settings.learning_rate}; evaluated on {rows[0]['prompts']} validation prompts, one sample each. "
-             f"The base policy's true reward on them: {base:.3f}.", "",
-             "| trainer | loss | β | true reward | KL(π‖π_base) | win rate vs base | optimum's reward at that KL |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Reward–KL frontier: {', '.join(settings.losses)}{' and TRL DPO' if settings.with_trl else ''}, "
+        f"β ∈ {{{', '.join(map(str, settings.betas))}}}, {settings.seeds} seed(s)",
+        "",
+        f"Task: base policy fine-tuned {settings.task.base_epochs} epoch(s) on the shipped replies; "
+        f"{task['train_pairs']} training pairs sampled from it, labelled by Bradley-Terry on the politeness "
+        f"reward; {settings.epochs} epoch(s) of batch {settings.batch_size}, learning rate "
+        f"{settings.learning_rate}; evaluated on {rows[0]['prompts']} validation prompts, one sample each. "
+        f"The base policy's true reward on them: {base:.3f}.",
+        "",
+        "| trainer | loss | β | true reward | KL(π‖π_base) | win rate vs base | optimum's reward at that KL |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for (trainer, loss), points in curves(rows).items():
         for p in points:
             spread = lambda key: f" ± {p[key + '_sd']:.3f}" if p["seeds"] > 1 else ""  # noqa: E731
             best = optimum_at(result["optimum"], max(p["kl"], 0.0))
-            lines.append(f"| {trainer} | {loss} | {p['beta']} | {p['reward']:.3f}{spread('reward')} | "
-                         f"{p['kl']:.3f}{spread('kl')} | {p['win_rate']:.3f} | "
-                         f"{'—' if best is None else f'{best:.3f}'} |")
+            lines.append(
+                f"| {trainer} | {loss} | {p['beta']} | {p['reward']:.3f}{spread('reward')} | "
+                f"{p['kl']:.3f}{spread('kl')} | {p['win_rate']:.3f} | "
+                f"{'—' if best is None else f'{best:.3f}'} |"
+            )
     edge = reliable(result["optimum"])
-    lines += ["", f"{len(rows)} runs in {result['seconds']:.0f} s. The optimum of Eq. 3 is estimated from the "
-              f"{2 * task['train_pairs']} sampled completions by importance sampling (`optimum.csv`), shown where at "
-              f"least {MIN_EFFECTIVE_SAMPLES} samples carry the estimate"
-              + (f" (up to a KL of {edge[-1]['kl']:.2f}, reward {edge[-1]['reward']:.3f}; — past it)" if edge else "")
-              + ". The KL of a trained policy is a Monte-Carlo estimate from its samples, so it can be slightly "
-              "negative near 0."]
+    lines += [
+        "",
+        f"{len(rows)} runs in {result['seconds']:.0f} s. The optimum of Eq. 3 is estimated from the "
+        f"{2 * task['train_pairs']} sampled completions by importance sampling (`optimum.csv`), shown where at "
+        f"least {MIN_EFFECTIVE_SAMPLES} samples carry the estimate"
+        + (f" (up to a KL of {edge[-1]['kl']:.2f}, reward {edge[-1]['reward']:.3f}; — past it)" if edge else "")
+        + ". The KL of a trained policy is a Monte-Carlo estimate from its samples, so it can be slightly "
+        "negative near 0.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -252,20 +311,42 @@ def plot_frontier(result: dict, path: Path) -> Path:
     kls = [float(r["kl"]) for r in rows]
     limit = max(kls + [0.1]) * 1.15
     optimum = [p for p in reliable(result["optimum"]) if p["kl"] <= limit]
-    ax.plot([p["kl"] for p in optimum], [p["reward"] for p in optimum], color="gray", ls="--",
-            label=f"optimum of Eq. 3 (importance-sampled, ≥ {MIN_EFFECTIVE_SAMPLES} effective samples)")
+    ax.plot(
+        [p["kl"] for p in optimum],
+        [p["reward"] for p in optimum],
+        color="gray",
+        ls="--",
+        label=f"optimum of Eq. 3 (importance-sampled, ≥ {MIN_EFFECTIVE_SAMPLES} effective samples)",
+    )
     base = sum(float(r["reference_reward"]) for r in rows) / len(rows)
     ax.axhline(base, color="gray", ls=":", label="base policy (the reference)")
     for i, ((trainer, loss), points) in enumerate(curves(rows).items()):
         points = sorted(points, key=lambda p: p["kl"])
-        ax.errorbar([p["kl"] for p in points], [p["reward"] for p in points],
-                    xerr=[p["kl_sd"] for p in points], yerr=[p["reward_sd"] for p in points], marker="o", capsize=3,
-                    color=f"C{i}", label=label(trainer, loss), ls="-" if trainer != TRL else "-.")
+        ax.errorbar(
+            [p["kl"] for p in points],
+            [p["reward"] for p in points],
+            xerr=[p["kl_sd"] for p in points],
+            yerr=[p["reward_sd"] for p in points],
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=label(trainer, loss),
+            ls="-" if trainer != TRL else "-.",
+        )
         for p in points:
-            ax.annotate(f"β={p['beta']:g}", (p["kl"], p["reward"]), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7, color=f"C{i}")
-    ax.set(xlabel="KL(π_θ ‖ π_base), Monte-Carlo from the policy's samples", ylabel="true reward (politeness)",
-           title="Reward–KL frontier on the known-reward task")
+            ax.annotate(
+                f"β={p['beta']:g}",
+                (p["kl"], p["reward"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color=f"C{i}",
+            )
+    ax.set(
+        xlabel="KL(π_θ ‖ π_base), Monte-Carlo from the policy's samples",
+        ylabel="true reward (politeness)",
+        title="Reward–KL frontier on the known-reward task",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

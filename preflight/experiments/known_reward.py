@@ -69,13 +69,16 @@ class KnownRewardTask:
         tokenizer = load_tokenizer(self.tokenizer)  # with a padding token, as the data module has it
         model = load_model(self.model, AutoModelForCausalLM, init_seed=self.seed)
         train = read_rows(Path(self.data) / "train.jsonl")
-        losses = finetune(model, tokenizer, train, self.base_epochs, self.base_learning_rate, self.base_batch_size,
-                          self.seed)
+        losses = finetune(
+            model, tokenizer, train, self.base_epochs, self.base_learning_rate, self.base_batch_size, self.seed
+        )
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")
         info = {"base_losses": losses}
-        for split, rows, n in (("train", train, self.train_pairs), ("val", read_rows(Path(self.data) / "val.jsonl"),
-                                                                    self.val_pairs)):
+        for split, rows, n in (
+            ("train", train, self.train_pairs),
+            ("val", read_rows(Path(self.data) / "val.jsonl"), self.val_pairs),
+        ):
             prompts = [row["prompt"] for row in rows[:n]]
             pairs = sample_pairs(model, tokenizer, prompts, self.max_new_tokens, seed=self.seed + (split == "val"))
             write_rows(out / "pairs" / f"{split}.jsonl", pairs)
@@ -94,8 +97,9 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
-def finetune(model, tokenizer, rows: list[dict], epochs: int, learning_rate: float, batch_size: int,
-             seed: int) -> list[float]:
+def finetune(
+    model, tokenizer, rows: list[dict], epochs: int, learning_rate: float, batch_size: int, seed: int
+) -> list[float]:
     """Next-token cross-entropy on the completion tokens of prompt + reply, for both replies of each row,
     tokenized as the data module tokenizes pairs (`tokenizer` has a padding token, as `load_tokenizer` gives
     it). Returns the mean loss of each epoch."""
@@ -117,18 +121,19 @@ def finetune(model, tokenizer, rows: list[dict], epochs: int, learning_rate: flo
             order.shuffle(sequences)
             total = count = 0.0
             for start in range(0, len(sequences), batch_size):
-                chunk = sequences[start:start + batch_size]
+                chunk = sequences[start : start + batch_size]
                 length = max(len(p) + len(c) for p, c in chunk)
                 ids = torch.full((len(chunk), length), pad)
                 labels = torch.full((len(chunk), length), -100)
                 mask = torch.zeros((len(chunk), length), dtype=torch.long)
                 for k, (p, c) in enumerate(chunk):
-                    ids[k, :len(p) + len(c)] = torch.tensor(p + c)
-                    labels[k, len(p):len(p) + len(c)] = torch.tensor(c)
-                    mask[k, :len(p) + len(c)] = 1
+                    ids[k, : len(p) + len(c)] = torch.tensor(p + c)
+                    labels[k, len(p) : len(p) + len(c)] = torch.tensor(c)
+                    mask[k, : len(p) + len(c)] = 1
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                       ignore_index=-100)
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -156,10 +161,18 @@ def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed
         for length in sorted(by_length):
             group = by_length[length]
             ids = torch.tensor([encoded[i] for i in group])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
-                                 top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, num_return_sequences=2,
-                                 eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=2,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             texts = tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
             for k, i in enumerate(group):
                 completions[i] = (texts[2 * k], texts[2 * k + 1])
@@ -172,8 +185,15 @@ def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed
         r1, r2 = politeness([prompt] * 2, [first, second])
         first_wins = first_is_preferred(r1, r2, labels)
         chosen, rejected = (first, second) if first_wins else (second, first)
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                      "chosen_reward": r1 if first_wins else r2, "rejected_reward": r2 if first_wins else r1})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "chosen_reward": r1 if first_wins else r2,
+                "rejected_reward": r2 if first_wins else r1,
+            }
+        )
     return pairs
 
 
@@ -193,8 +213,14 @@ def optimal_frontier(rewards: list[float], betas: list[float]) -> list[dict]:
         log_mean_w = torch.logsumexp(log_w, 0) - math.log(len(rewards))
         weights = torch.softmax(log_w, 0)
         expected = float((weights * r).sum())
-        points.append({"beta": beta, "reward": expected, "kl": expected / beta - float(log_mean_w),
-                       "effective_samples": float(1 / weights.pow(2).sum())})
+        points.append(
+            {
+                "beta": beta,
+                "reward": expected,
+                "kl": expected / beta - float(log_mean_w),
+                "effective_samples": float(1 / weights.pow(2).sum()),
+            }
+        )
     return points
 
 

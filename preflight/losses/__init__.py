@@ -1,7 +1,7 @@
 """Preference losses and their registry.
 
-    from preflight.losses import register_loss, get_loss, available_losses
-    from preflight.losses import PreferenceLoss, LossInputs, LossOutput
+from preflight.losses import register_loss, get_loss, available_losses
+from preflight.losses import PreferenceLoss, LossInputs, LossOutput
 """
 
 from .base import LossInputs, LossOutput, PreferenceLoss

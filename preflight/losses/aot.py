@@ -22,6 +22,7 @@ def _sorted(x: torch.Tensor) -> torch.Tensor:
 
 class _AOTLoss(PreferenceLoss):
     batch_level = True
+
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__()
         _check_beta(beta)
@@ -41,7 +42,9 @@ class AOTLoss(_AOTLoss):
         policy_gap = inputs.policy_chosen_logps - inputs.policy_rejected_logps
         reference_gap = inputs.reference_chosen_logps - inputs.reference_rejected_logps
         delta = _sorted(policy_gap) - _sorted(reference_gap)
-        return mean_output(smoothed_logistic(self.beta * delta, self.label_smoothing), self.beta * chosen, self.beta * rejected)
+        return mean_output(
+            smoothed_logistic(self.beta * delta, self.label_smoothing), self.beta * chosen, self.beta * rejected
+        )
 
 
 @register_loss("aot_unpaired", "aot_pair")
@@ -53,4 +56,6 @@ class AOTUnpairedLoss(_AOTLoss):
     def compute(self, inputs: LossInputs) -> LossOutput:
         chosen, rejected = log_ratios(inputs)
         delta = _sorted(chosen) - _sorted(rejected)
-        return mean_output(smoothed_logistic(self.beta * delta, self.label_smoothing), self.beta * chosen, self.beta * rejected)
+        return mean_output(
+            smoothed_logistic(self.beta * delta, self.label_smoothing), self.beta * chosen, self.beta * rejected
+        )

@@ -34,10 +34,12 @@ def loss_catalog() -> list[LossEntry]:
         }
         papers = tuple(dict.fromkeys(ARXIV.findall(inspect.getdoc(cls) or "")))
         flag = inspect.getattr_static(cls, "requires_reference")
-        reference = ("depends on its terms" if isinstance(flag, property)
-                     else "needs a reference" if flag else "reference-free")
-        entries.append(LossEntry(name, tuple(aliases), params, reference, papers,
-                                 f"{cls.__module__}.{cls.__qualname__}"))
+        reference = (
+            "depends on its terms" if isinstance(flag, property) else "needs a reference" if flag else "reference-free"
+        )
+        entries.append(
+            LossEntry(name, tuple(aliases), params, reference, papers, f"{cls.__module__}.{cls.__qualname__}")
+        )
     return sorted(entries, key=lambda e: e.name)
 
 

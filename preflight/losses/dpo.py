@@ -45,8 +45,10 @@ def _check_beta(beta: float) -> None:
 def _check_smoothing(label_smoothing: float) -> None:
     """ε is the assumed fraction of flipped labels: from 0.5 on, the smoothed loss prefers the rejected answer."""
     if not 0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: at 0.5 and above the loss "
-                         "prefers the rejected answer")
+        raise ValueError(
+            f"label_smoothing must be in [0, 0.5), got {label_smoothing}: at 0.5 and above the loss "
+            "prefers the rejected answer"
+        )
 
 
 @register_loss("dpo", "sigmoid")

@@ -69,8 +69,11 @@ class CPOLoss(_ReferenceFree):
         preference = smoothed_logistic(self.beta * (chosen - rejected), self.label_smoothing)
         nll = -per_token(chosen, inputs.chosen_lengths)
         return mean_output(
-            preference + self.alpha * nll, self.beta * chosen, self.beta * rejected,
-            nll_loss=nll.mean(), preference_loss=preference.mean(),
+            preference + self.alpha * nll,
+            self.beta * chosen,
+            self.beta * rejected,
+            nll_loss=nll.mean(),
+            preference_loss=preference.mean(),
         )
 
 
@@ -103,9 +106,13 @@ class ORPOLoss(_ReferenceFree):
         odds_loss = -F.logsigmoid(log_odds_ratio)
         nll = -avg_w
         return mean_output(
-            nll + self.beta * odds_loss, self.beta * avg_w, self.beta * avg_l,
+            nll + self.beta * odds_loss,
+            self.beta * avg_w,
+            self.beta * avg_l,
             # TRL's names: log_odds_chosen is the log odds ratio itself, log_odds_ratio its log-sigmoid
-            nll_loss=nll.mean(), log_odds_chosen=log_odds_ratio.mean(), log_odds_ratio=-odds_loss.mean(),
+            nll_loss=nll.mean(),
+            log_odds_chosen=log_odds_ratio.mean(),
+            log_odds_ratio=-odds_loss.mean(),
         )
 
 

@@ -19,6 +19,7 @@ from .base import PreferenceLoss
 
 ENTRY_POINT_GROUP = "preflight.losses"
 
+
 class LossConfigError(PreflightConfigError):
     """An unknown loss, hyperparameter or loss specification."""
 
@@ -109,8 +110,7 @@ def get_loss(name: str, **hyperparameters: Any) -> PreferenceLoss:
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise LossConfigError(
-            f"loss {name!r} has no hyperparameter {unknown[0]!r}.{hint} "
-            f"Valid: {', '.join(valid) or '(none)'}"
+            f"loss {name!r} has no hyperparameter {unknown[0]!r}.{hint} Valid: {', '.join(valid) or '(none)'}"
         )
     return cls(**hyperparameters)
 

@@ -85,6 +85,3 @@ class WeightedLoss(PreferenceLoss):
             if chosen_rewards is None and out.chosen_rewards is not None:
                 chosen_rewards, rejected_rewards = out.chosen_rewards, out.rejected_rewards
         return LossOutput(total.mean(), total, chosen_rewards, rejected_rewards, metrics)
-
-
-

@@ -21,8 +21,11 @@ LossSpec = str | dict[str, Any] | PreferenceLoss
 
 def loss_spec(loss: PreferenceLoss) -> dict[str, Any]:
     """A plain-data description of a loss (for hyperparameters and checkpoints, loadable without pickle)."""
-    return {"name": loss.name, **loss.hparams()} if loss.registry_names else {
-        "class_path": f"{type(loss).__module__}.{type(loss).__qualname__}", "init_args": loss.hparams()}
+    return (
+        {"name": loss.name, **loss.hparams()}
+        if loss.registry_names
+        else {"class_path": f"{type(loss).__module__}.{type(loss).__qualname__}", "init_args": loss.hparams()}
+    )
 
 
 class NonFiniteError(RuntimeError):
@@ -57,7 +60,9 @@ class PreflightModule(L.LightningModule):
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.warmup_steps, self.scheduler_name = warmup_steps, scheduler
         self.on_nonfinite = on_nonfinite
-        self.train_metrics, self.val_metrics, self.test_metrics = (PreferenceMetrics(s) for s in ("train", "val", "test"))
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            PreferenceMetrics(s) for s in ("train", "val", "test")
+        )
         self._non_finite_message: str | None = None
         self._last_batch_rows: Tensor | None = None
 
@@ -81,11 +86,20 @@ class PreflightModule(L.LightningModule):
         if stage != "train":
             for name, (metric, attribute) in logged.items():
                 # metric_attribute: metrics a loss adds appear after Lightning has indexed the module's metrics
-                self.log(name, metric, on_epoch=True, metric_attribute=f"{stage}_metrics.{attribute}",
-                         prog_bar=name.endswith(("/loss", "accuracies")), batch_size=output.losses.shape[0])
+                self.log(
+                    name,
+                    metric,
+                    on_epoch=True,
+                    metric_attribute=f"{stage}_metrics.{attribute}",
+                    prog_bar=name.endswith(("/loss", "accuracies")),
+                    batch_size=output.losses.shape[0],
+                )
             return output.loss
-        return {"loss": self._loss_for_backward(output, batch_idx),
-                "pair_loss_sum": output.losses.detach().sum(), "pairs": output.losses.shape[0]}
+        return {
+            "loss": self._loss_for_backward(output, batch_idx),
+            "pair_loss_sum": output.losses.detach().sum(),
+            "pairs": output.losses.shape[0],
+        }
 
     def _loss_for_backward(self, output: LossOutput, batch_idx: int) -> Tensor:
         """The loss whose gradient is that of the mean over every pair of the optimizer step.
@@ -155,7 +169,9 @@ class PreflightModule(L.LightningModule):
         skip = self.trainer.strategy.reduce_boolean_decision(self._non_finite_message is not None, all=False)
         if not skip:
             return
-        message = self._non_finite_message or f"non-finite loss or gradient on another process at step {self.global_step}"
+        message = (
+            self._non_finite_message or f"non-finite loss or gradient on another process at step {self.global_step}"
+        )
         self._non_finite_message = None
         if self.on_nonfinite == "error":
             raise NonFiniteError(message + " (set model.on_nonfinite: skip to skip such batches)")

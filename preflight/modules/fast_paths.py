@@ -38,8 +38,10 @@ BLOCK_MASK_IMPLEMENTATIONS = ("flex_attention",)  # take a FlexAttention BlockMa
 VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")  # take packed rows by position ids
 ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 # class names of sequence mixers that are not attention (matched case-sensitively: "GptOssModel" is no SSM)
-SEQUENCE_MIXER_NAMES = re.compile(r"Mamba|SSM|Ssm[A-Z]|ShortConv|LinearAttention|Linear_?Attn|DeltaNet|Recurrent|Rwkv|RWKV|"
-                                  r"Retention|Hyena")
+SEQUENCE_MIXER_NAMES = re.compile(
+    r"Mamba|SSM|Ssm[A-Z]|ShortConv|LinearAttention|Linear_?Attn|DeltaNet|Recurrent|Rwkv|RWKV|"
+    r"Retention|Hyena"
+)
 
 
 class FastPathError(PreflightConfigError):
@@ -62,7 +64,8 @@ class LogitTransform:
 
     def describe(self) -> str:
         parts = ([f"logit scale {self.scale:g}"] if self.scale is not None else []) + (
-            [f"soft-capping {self.softcap:g}"] if self.softcap is not None else [])
+            [f"soft-capping {self.softcap:g}"] if self.softcap is not None else []
+        )
         return ", ".join(parts)
 
 
@@ -78,7 +81,8 @@ class AttentionPattern:
             return query_positions - key_positions < self.size  # transformers: kv_idx > q_idx - sliding_window
         if self.kind == "chunked":
             return torch.div(query_positions, self.size, rounding_mode="floor") == torch.div(
-                key_positions, self.size, rounding_mode="floor")
+                key_positions, self.size, rounding_mode="floor"
+            )
         return torch.ones_like(query_positions - key_positions, dtype=torch.bool)
 
     def describe(self) -> str:
@@ -106,14 +110,21 @@ class LogpsPath:
         return self.shared or self.padding_free
 
     def describe(self) -> str:
-        return (f"fused lm_head {'on' if self.fused else 'off'} ({self.fused_reason}), "
-                f"shared prompt {'on' if self.shared else 'off'} ({self.shared_reason}), "
-                f"padding-free {'on' if self.padding_free else 'off'} ({self.padding_free_reason})")
+        return (
+            f"fused lm_head {'on' if self.fused else 'off'} ({self.fused_reason}), "
+            f"shared prompt {'on' if self.shared else 'off'} ({self.shared_reason}), "
+            f"padding-free {'on' if self.padding_free else 'off'} ({self.padding_free_reason})"
+        )
 
     def as_dict(self) -> dict:
-        return {"fused_lm_head": self.fused, "fused_lm_head_reason": self.fused_reason,
-                "shared_prompt": self.shared, "shared_prompt_reason": self.shared_reason,
-                "padding_free": self.padding_free, "padding_free_reason": self.padding_free_reason}
+        return {
+            "fused_lm_head": self.fused,
+            "fused_lm_head_reason": self.fused_reason,
+            "shared_prompt": self.shared,
+            "shared_prompt_reason": self.shared_reason,
+            "padding_free": self.padding_free,
+            "padding_free_reason": self.padding_free_reason,
+        }
 
 
 # ---------------------------------------------------------------------- the head
@@ -145,17 +156,25 @@ def analyze_head(lm: nn.Module) -> tuple[LogitTransform | None, str | None]:
     except (OSError, TypeError):
         return None, f"the source of {name}.forward cannot be read"
     decoder = get_decoder()
-    call = next((m for m in re.finditer(r"^\s*(\w+)(?:\s*:\s*[\w\[\], .]+)?\s*=\s*self\.([\w.]+)\(", body, re.M)
-                 if _resolve(lm, m.group(2)) is decoder), None)
+    call = next(
+        (
+            m
+            for m in re.finditer(r"^\s*(\w+)(?:\s*:\s*[\w\[\], .]+)?\s*=\s*self\.([\w.]+)\(", body, re.M)
+            if _resolve(lm, m.group(2)) is decoder
+        ),
+        None,
+    )
     if call is None:
         return None, f"{name}.forward does not call its decoder in a way preflight recognizes"
-    rest = body[_call_end(body, call.end() - 1):]
+    rest = body[_call_end(body, call.end() - 1) :]
     rest = rest.split("loss = None")[0] if "loss = None" in rest else rest.split("if labels is not None")[0]
     statements = [line.strip() for line in rest.splitlines() if line.strip()]
     out = re.escape(call.group(1))
-    expected = [rf"hidden_states = {out}(\.last_hidden_state|\[0\])",
-                r"hidden_states = slice_logits_to_keep\(hidden_states, logits_to_keep\)",
-                r"(\w+) = self\.(\w+)\(hidden_states\)(\.contiguous\(\))?"]
+    expected = [
+        rf"hidden_states = {out}(\.last_hidden_state|\[0\])",
+        r"hidden_states = slice_logits_to_keep\(hidden_states, logits_to_keep\)",
+        r"(\w+) = self\.(\w+)\(hidden_states\)(\.contiguous\(\))?",
+    ]
     for i, pattern in enumerate(expected):
         if i == 1 and statements and not re.fullmatch(pattern, statements[0]):
             continue  # slicing to `logits_to_keep` is optional
@@ -170,8 +189,10 @@ def analyze_head(lm: nn.Module) -> tuple[LogitTransform | None, str | None]:
 
 def _known_transform(lm: nn.Module, z: str, statements: list[str]) -> tuple[LogitTransform | None, str | None]:
     config, text = lm.config, "\n".join(statements)
-    softcap = (f"if self.config.final_logit_softcapping is not None:\n{z} = {z} / self.config.final_logit_softcapping\n"
-               f"{z} = torch.tanh({z})\n{z} = {z} * self.config.final_logit_softcapping")
+    softcap = (
+        f"if self.config.final_logit_softcapping is not None:\n{z} = {z} / self.config.final_logit_softcapping\n"
+        f"{z} = torch.tanh({z})\n{z} = {z} * self.config.final_logit_softcapping"
+    )
     if text == "":
         return LogitTransform(), None
     if text == softcap:
@@ -196,8 +217,10 @@ def analyze_attention(lm: nn.Module) -> tuple[dict[str, AttentionPattern] | Atte
     config = lm.config
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in MASK_IMPLEMENTATIONS + BLOCK_MASK_IMPLEMENTATIONS:
-        return None, (f"attention implementation {implementation!r} takes no custom mask "
-                      "(sdpa and eager take a dense one, flex_attention a block mask)")
+        return None, (
+            f"attention implementation {implementation!r} takes no custom mask "
+            "(sdpa and eager take a dense one, flex_attention a block mask)"
+        )
     return analyze_layers(lm)
 
 
@@ -227,8 +250,11 @@ def analyze_layers(lm: nn.Module) -> tuple[dict[str, AttentionPattern] | Attenti
         patterns = {t: _pattern(config, t) for t in set(layer_types) | {"full_attention"}}
         return patterns, None
     if "create_sliding_window_causal_mask" in body or "create_chunked_causal_mask" in body:
-        if not re.search(r"create_causal_mask if self\.config\.sliding_window is None else "
-                         r"create_sliding_window_causal_mask", body):
+        if not re.search(
+            r"create_causal_mask if self\.config\.sliding_window is None else "
+            r"create_sliding_window_causal_mask",
+            body,
+        ):
             return None, f"{type(decoder).__name__} chooses its attention pattern in a way preflight does not know"
         window = getattr(config, "sliding_window", None)
         return (AttentionPattern("sliding", int(window)) if window is not None else AttentionPattern()), None
@@ -255,8 +281,9 @@ def describe_patterns(patterns) -> str:
 
 
 # ---------------------------------------------------------------------- the decision
-def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting,
-                padding_free: Setting = "off") -> LogpsPath:
+def decide_path(
+    lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting, padding_free: Setting = "off"
+) -> LogpsPath:
     """The paths for `lm` (a transformers causal LM, PEFT unwrapped) under the module's settings.
 
     ``off`` is off; ``auto`` is on exactly where the path is exact (padding-free: and where it needs no
@@ -274,20 +301,41 @@ def decide_path(lm: nn.Module, fused_lm_head: Setting, shared_prompt: Setting,
     packed_patterns, packing_problem = (None, "off as set") if padding_free == "off" else analyze_layers(lm)
     if packing_problem is None:
         if implementation in MASK_IMPLEMENTATIONS and padding_free == "auto":
-            packing_problem = (f"{implementation} would need a dense mask over each packed row, quadratic in its "
-                               "length (flex_attention or flash_attention_2 take packed rows; set on to pack anyway)")
+            packing_problem = (
+                f"{implementation} would need a dense mask over each packed row, quadratic in its "
+                "length (flex_attention or flash_attention_2 take packed rows; set on to pack anyway)"
+            )
         elif implementation not in MASK_IMPLEMENTATIONS + BLOCK_MASK_IMPLEMENTATIONS + VARLEN_IMPLEMENTATIONS:
             packing_problem = f"attention implementation {implementation!r} takes no packed rows"
     if padding_free == "on" and packing_problem:
         raise FastPathError(f"padding_free: on is not exact for {name}: {packing_problem}")
     fused, shared, packed = head_problem is None, attention_problem is None, packing_problem is None
-    rendering = ("block" if implementation in BLOCK_MASK_IMPLEMENTATIONS else
-                 "varlen" if implementation in VARLEN_IMPLEMENTATIONS else "dense")
+    rendering = (
+        "block"
+        if implementation in BLOCK_MASK_IMPLEMENTATIONS
+        else "varlen"
+        if implementation in VARLEN_IMPLEMENTATIONS
+        else "dense"
+    )
     fused_reason = (transform.describe() or "plain logits") if fused else head_problem
     shared_reason = describe_patterns(patterns) if shared else attention_problem
-    packed_reason = {"block": "FlexAttention block mask", "varlen": "one row, sequences by position ids",
-                     "dense": "dense mask"}[rendering] if packed else packing_problem
+    packed_reason = (
+        {"block": "FlexAttention block mask", "varlen": "one row, sequences by position ids", "dense": "dense mask"}[
+            rendering
+        ]
+        if packed
+        else packing_problem
+    )
     if shared and rendering == "block":
         shared_reason += ", FlexAttention block mask"
-    return LogpsPath(fused, fused_reason, shared, shared_reason, transform if fused else None,
-                     patterns if shared else packed_patterns if packed else None, packed, packed_reason, rendering)
+    return LogpsPath(
+        fused,
+        fused_reason,
+        shared,
+        shared_reason,
+        transform if fused else None,
+        patterns if shared else packed_patterns if packed else None,
+        packed,
+        packed_reason,
+        rendering,
+    )

@@ -55,7 +55,11 @@ def token_logps_from_hidden(
 
 
 def logps_from_hidden(
-    hidden: Tensor, lm_head: nn.Module, input_ids: Tensor, completion_mask: Tensor, chunk_size: int = 1024,
+    hidden: Tensor,
+    lm_head: nn.Module,
+    input_ids: Tensor,
+    completion_mask: Tensor,
+    chunk_size: int = 1024,
     transform=None,
 ) -> Tensor:
     """Like `logps_from_logits`, from the final hidden states [R, T, H] and the lm_head (a Linear)."""

@@ -99,9 +99,7 @@ def load_model(
             with _seeded(init_seed):
                 model = auto_class.from_config(config, trust_remote_code=trust_remote_code, **dtype_kwargs)
         else:
-            model = auto_class.from_pretrained(
-                name, config=config, trust_remote_code=trust_remote_code, **dtype_kwargs
-            )
+            model = auto_class.from_pretrained(name, config=config, trust_remote_code=trust_remote_code, **dtype_kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"model {name!r} cannot be loaded ({_first_line(err)})") from None
     return disable_dropout(model)

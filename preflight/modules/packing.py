@@ -92,8 +92,10 @@ class Layout:
             valid = valid.view(block, n, block)
             anything = blocks.any(dim=(1, 3))  # [R, n]
             everything = (blocks | ~valid[None]).all(dim=(1, 3)) & anything
-            for kind_mask, count, table in ((anything & ~everything, partial_count, partial_index),
-                                            (everything, full_count, full_index)):
+            for kind_mask, count, table in (
+                (anything & ~everything, partial_count, partial_index),
+                (everything, full_count, full_index),
+            ):
                 count[:, 0, q] = kind_mask.sum(-1)
                 order = torch.argsort((~kind_mask).to(torch.int8), dim=-1, stable=True)  # chosen blocks first
                 table[:, 0, q] = order.to(torch.int32)
@@ -105,8 +107,15 @@ class Layout:
         def mask_mod(b, h, q_idx, kv_idx):
             return _attention_rule(document, segment, positions, b, q_idx, kv_idx, pattern)
 
-        return BlockMask.from_kv_blocks(partial_count, partial_index, full_count, full_index, BLOCK_SIZE=block,
-                                        mask_mod=mask_mod, seq_lengths=(L, L))
+        return BlockMask.from_kv_blocks(
+            partial_count,
+            partial_index,
+            full_count,
+            full_index,
+            BLOCK_SIZE=block,
+            mask_mod=mask_mod,
+            seq_lengths=(L, L),
+        )
 
 
 def _attention_rule(document: Tensor, segment: Tensor, positions: Tensor, row, query, key, pattern) -> Tensor:
@@ -145,12 +154,19 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
         p, c, r = P[i], C[i], R[i]
         prompt, chosen, rejected = ids[i, :p], ids[i, p : p + c], ids[B + i, p : p + r]
         if shared:
-            units.append((torch.cat([prompt, chosen, rejected]), list(range(p + c)) + list(range(p, p + r)),
-                          [PROMPT] * p + [CHOSEN] * c + [REJECTED] * r, [(p, c, i), (p + c, r, B + i)]))
+            units.append(
+                (
+                    torch.cat([prompt, chosen, rejected]),
+                    list(range(p + c)) + list(range(p, p + r)),
+                    [PROMPT] * p + [CHOSEN] * c + [REJECTED] * r,
+                    [(p, c, i), (p + c, r, B + i)],
+                )
+            )
         else:
             units.append((torch.cat([prompt, chosen]), list(range(p + c)), [PROMPT] * p + [CHOSEN] * c, [(p, c, i)]))
-            units.append((torch.cat([prompt, rejected]), list(range(p + r)), [PROMPT] * p + [CHOSEN] * r,
-                          [(p, r, B + i)]))
+            units.append(
+                (torch.cat([prompt, rejected]), list(range(p + r)), [PROMPT] * p + [CHOSEN] * r, [(p, r, B + i)])
+            )
     placed = _fill_rows([len(u[0]) for u in units], tokens_per_row)
     rows_count = max(row for row, _ in placed) + 1
     L = max(start + len(u[0]) for u, (_, start) in zip(units, placed))
@@ -170,13 +186,27 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
         for offset, length, slot in completions:
             first = start + offset
             # the first completion token is predicted from the last prompt position, the others from their own
-            sources.append(torch.cat([torch.tensor([prompt_end - 1], device=device),
-                                      torch.arange(first, first + length - 1, device=device)]))
+            sources.append(
+                torch.cat(
+                    [
+                        torch.tensor([prompt_end - 1], device=device),
+                        torch.arange(first, first + length - 1, device=device),
+                    ]
+                )
+            )
             targets.append(tokens[offset : offset + length])
             rows.append(torch.full((length,), row, dtype=torch.long, device=device))
             slots.append(torch.full((length,), slot, dtype=torch.long, device=device))
-    return Layout(input_ids, position_ids, document, segment, torch.cat(rows), torch.cat(sources), torch.cat(targets),
-                  torch.cat(slots))
+    return Layout(
+        input_ids,
+        position_ids,
+        document,
+        segment,
+        torch.cat(rows),
+        torch.cat(sources),
+        torch.cat(targets),
+        torch.cat(slots),
+    )
 
 
 def _fill_rows(lengths: list[int], tokens_per_row: int | None) -> list[tuple[int, int]]:

@@ -19,8 +19,17 @@ from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import Layout, additive_mask, layout
-from .models import (apply_lora, check_model_source, inside_forward, is_fsdp2_unit, is_peft, load_model, model_source,
-                     shard_fsdp2, unwrap_peft)
+from .models import (
+    apply_lora,
+    check_model_source,
+    inside_forward,
+    is_fsdp2_unit,
+    is_peft,
+    load_model,
+    model_source,
+    shard_fsdp2,
+    unwrap_peft,
+)
 
 log = logging.getLogger("preflight")
 # The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
@@ -118,25 +127,36 @@ class PreferenceModule(PreflightModule):
             self.hparams["model"] = model_source(model)
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
             raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
-        for name, value in (("fused_lm_head", fused_lm_head), ("shared_prompt", shared_prompt),
-                            ("padding_free", padding_free)):
+        for name, value in (
+            ("fused_lm_head", fused_lm_head),
+            ("shared_prompt", shared_prompt),
+            ("padding_free", padding_free),
+        ):
             if value not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be auto, on or off; got {value!r}")
         self.reference_mode = self._resolve_reference(reference, peft, reference_model)
         self.__dict__["model_spec"] = model  # an instance becomes `policy` in configure_model, registered once
         self.reference_spec, self.peft_settings = reference_model, peft
-        self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = gradient_checkpointing, fused_lm_head, shared_prompt
+        self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = (
+            gradient_checkpointing,
+            fused_lm_head,
+            shared_prompt,
+        )
         self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
         self.padding_free, self.max_tokens_per_row = padding_free, max_tokens_per_row
         self.dense_mask_max_length = dense_mask_max_length
         if max_tokens_per_row is not None and max_tokens_per_row < 1:
-            raise ValueError(f"max_tokens_per_row must be a positive number of tokens or None, got {max_tokens_per_row}")
+            raise ValueError(
+                f"max_tokens_per_row must be a positive number of tokens or None, got {max_tokens_per_row}"
+            )
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.attn_implementation = attn_implementation
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
         self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
-        self._precomputed: dict[str, dict] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
+        self._precomputed: dict[
+            str, dict
+        ] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
         if isinstance(model, str):
             check_model_source(model, trust_remote_code)
             if reference_model:
@@ -152,7 +172,9 @@ class PreferenceModule(PreflightModule):
         if reference == "auto":
             return "none" if not needs else ("adapter" if peft and not reference_model else "copy")
         if needs and reference == "none":
-            raise ValueError(f"loss '{self.loss_fn.name}' needs a reference: set reference to auto, copy, adapter or precomputed")
+            raise ValueError(
+                f"loss '{self.loss_fn.name}' needs a reference: set reference to auto, copy, adapter or precomputed"
+            )
         if reference == "adapter" and not peft:
             raise ValueError("reference: adapter needs a peft (LoRA) configuration")
         if reference == "adapter" and reference_model:
@@ -162,9 +184,14 @@ class PreferenceModule(PreflightModule):
     def _load(self, spec: Any) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        return load_model(spec, AutoModelForCausalLM, trust_remote_code=self.trust_remote_code,
-                          init_seed=self.init_seed, dtype=self.model_dtype,
-                          attn_implementation=self.attn_implementation)
+        return load_model(
+            spec,
+            AutoModelForCausalLM,
+            trust_remote_code=self.trust_remote_code,
+            init_seed=self.init_seed,
+            dtype=self.model_dtype,
+            attn_implementation=self.attn_implementation,
+        )
 
     def configure_model(self) -> None:
         """Build the policy (and reference). Idempotent, so sharded strategies may call it on their devices."""
@@ -208,7 +235,8 @@ class PreferenceModule(PreflightModule):
         if path.uses_layout and path.rendering == "dense" and self.dense_mask_max_length:
             text += f"; rows over {self.dense_mask_max_length} tokens go unshared (dense_mask_max_length)"
         if self.reference_model is not None and (
-                self.reference_spec or self.path_for(self.reference_model) != self.path_for(self.policy)):
+            self.reference_spec or self.path_for(self.reference_model) != self.path_for(self.policy)
+        ):
             text += f"; reference: {self.path_for(self.reference_model).describe()}"
         return text
 
@@ -217,8 +245,9 @@ class PreferenceModule(PreflightModule):
         path = self.path_for(model)
         return self._logps(model, batch, path.fused, path.shared, path.padding_free)
 
-    def _logps(self, model: nn.Module, batch: dict[str, Tensor], fused: bool, shared: bool,
-               padding_free: bool = False) -> Tensor:
+    def _logps(
+        self, model: nn.Module, batch: dict[str, Tensor], fused: bool, shared: bool, padding_free: bool = False
+    ) -> Tensor:
         """The log-probs through the given paths (the model's own logit transform and attention
         patterns applied where a fast path needs them)."""
         lm = unwrap_peft(model)
@@ -242,12 +271,28 @@ class PreferenceModule(PreflightModule):
             # rows too long for a dense mask: each sequence in its own row, as the plain forward
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         if fused:
-            return as_forward(model, _decoder_then_head, lm, kwargs, batch["input_ids"], batch["completion_mask"],
-                              self._chunk_size(lm), transform)
+            return as_forward(
+                model,
+                _decoder_then_head,
+                lm,
+                kwargs,
+                batch["input_ids"],
+                batch["completion_mask"],
+                self._chunk_size(lm),
+                transform,
+            )
         return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
 
-    def _layout_logps(self, model: nn.Module, lm: nn.Module, batch: dict[str, Tensor], rows: Layout, rendering: str,
-                      transform, patterns) -> Tensor:
+    def _layout_logps(
+        self,
+        model: nn.Module,
+        lm: nn.Module,
+        batch: dict[str, Tensor],
+        rows: Layout,
+        rendering: str,
+        transform,
+        patterns,
+    ) -> Tensor:
         """The forward of rows holding several sequences (`packing.Layout`); `transform` is None for full
         logits, else the fused head's transform."""
         dtype = next(lm.parameters()).dtype
@@ -266,8 +311,17 @@ class PreferenceModule(PreflightModule):
             mask = render(patterns)
         kwargs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids, use_cache=False)
         if transform is not None:
-            token = as_forward(model, _packed_decoder_then_head, lm, kwargs, rows.rows, rows.sources,
-                               rows.targets, self._chunk_size(lm), transform)
+            token = as_forward(
+                model,
+                _packed_decoder_then_head,
+                lm,
+                kwargs,
+                rows.rows,
+                rows.sources,
+                rows.targets,
+                self._chunk_size(lm),
+                transform,
+            )
         else:
             logits = model(**kwargs).logits[rows.rows, rows.sources].float()
             token = torch.log_softmax(logits, -1).gather(1, rows.targets[:, None]).squeeze(1)
@@ -295,8 +349,10 @@ class PreferenceModule(PreflightModule):
         B = batch["chosen_lengths"].shape[0]
         policy = self.completion_logps(self.policy, batch)
         inputs = LossInputs(
-            policy_chosen_logps=policy[:B], policy_rejected_logps=policy[B:],
-            chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"],
+            policy_chosen_logps=policy[:B],
+            policy_rejected_logps=policy[B:],
+            chosen_lengths=batch["chosen_lengths"],
+            rejected_lengths=batch["rejected_lengths"],
             margin=batch.get("margin"),
         )
         if self.loss_fn.requires_reference:
@@ -330,7 +386,9 @@ class PreferenceModule(PreflightModule):
         checkpoint) when it was computed on exactly these pairs, else a new pass."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "attach_reference_logps"):
-            raise RuntimeError("reference: precomputed needs a PreferenceDataModule (trainer.fit(module, datamodule=...))")
+            raise RuntimeError(
+                "reference: precomputed needs a PreferenceDataModule (trainer.fit(module, datamodule=...))"
+            )
         for split in splits:
             dataset = datamodule.dataset(split)
             if dataset is None:
@@ -342,7 +400,8 @@ class PreferenceModule(PreflightModule):
                     raise PrecomputedReferenceError(
                         f"reference: precomputed: the {split} reference log-probs in this checkpoint were computed on "
                         f"other {split} data, and the policy has trained since, so they cannot be recomputed: "
-                        "use the data the run started with, or start a new run")
+                        "use the data the run started with, or start a new run"
+                    )
                 log.warning("%s data differ from those the reference log-probs were computed on: recomputing", split)
                 entry = None
             if entry is None:
@@ -371,14 +430,24 @@ class PreferenceModule(PreflightModule):
             settings = dict(pairs=digest, weights=_digest_weights(model))
             key = cache.cache_key(**settings)
             n = len(datamodule.dataset(split))
-            hit = cache.load(store, key, settings, check=lambda p: None if _is_table(p.get("logps"), n) else
-                             f"does not hold {n} finite [chosen, rejected] values")
+            hit = cache.load(
+                store,
+                key,
+                settings,
+                check=lambda p: (
+                    None if _is_table(p.get("logps"), n) else f"does not hold {n} finite [chosen, rejected] values"
+                ),
+            )
             if hit is not None:
                 return hit["logps"]
         was_training = model.training
         model.eval()
         table: list[list[float]] = []
-        context = self.policy.disable_adapter() if (model is self.policy and is_peft(self.policy)) else contextlib.nullcontext()
+        context = (
+            self.policy.disable_adapter()
+            if (model is self.policy and is_peft(self.policy))
+            else contextlib.nullcontext()
+        )
         with torch.no_grad(), context:
             for batch in datamodule.ordered_dataloader(split, self.precompute_batch_size):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -407,15 +476,17 @@ def as_forward(module: nn.Module, function, *args):
     return inside_forward(module, function, *args) if is_fsdp2_unit(module) else function(*args)
 
 
-def _decoder_then_head(lm: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask: Tensor, chunk_size: int,
-                       transform) -> Tensor:
+def _decoder_then_head(
+    lm: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask: Tensor, chunk_size: int, transform
+) -> Tensor:
     hidden = lm.get_decoder()(**kwargs).last_hidden_state
     head = lm.get_output_embeddings()
     return as_forward(head, logps_from_hidden, hidden, head, input_ids, completion_mask, chunk_size, transform)
 
 
-def _packed_decoder_then_head(lm: nn.Module, kwargs: dict, rows: Tensor, sources: Tensor, targets: Tensor,
-                              chunk_size: int, transform) -> Tensor:
+def _packed_decoder_then_head(
+    lm: nn.Module, kwargs: dict, rows: Tensor, sources: Tensor, targets: Tensor, chunk_size: int, transform
+) -> Tensor:
     hidden = lm.get_decoder()(**kwargs).last_hidden_state
     head = lm.get_output_embeddings()
     return as_forward(head, token_logps_from_hidden, hidden[rows, sources], head, targets, chunk_size, transform)
@@ -424,9 +495,14 @@ def _packed_decoder_then_head(lm: nn.Module, kwargs: dict, rows: Tensor, sources
 def _is_table(table, rows: int) -> bool:
     import math
 
-    return (isinstance(table, list) and len(table) == rows
-            and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
-                    for r in table))
+    return (
+        isinstance(table, list)
+        and len(table) == rows
+        and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
+            for r in table
+        )
+    )
 
 
 def _digest_weights(model: nn.Module) -> str:

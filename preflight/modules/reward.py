@@ -79,8 +79,14 @@ class RewardModule(PreflightModule):
             return
         from transformers import AutoModelForSequenceClassification
 
-        model = load_model(self.model_spec, AutoModelForSequenceClassification, trust_remote_code=self.trust_remote_code,
-                           init_seed=self.init_seed, dtype=self.model_dtype, num_labels=1)
+        model = load_model(
+            self.model_spec,
+            AutoModelForSequenceClassification,
+            trust_remote_code=self.trust_remote_code,
+            init_seed=self.init_seed,
+            dtype=self.model_dtype,
+            num_labels=1,
+        )
         self._apply_pad_token_id(model)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -110,7 +116,10 @@ class RewardModule(PreflightModule):
         B = batch["chosen_lengths"].shape[0]
         scores = self.rewards(batch)
         inputs = LossInputs(
-            chosen_rewards=scores[:B], rejected_rewards=scores[B:], margin=batch.get("margin"),
-            chosen_lengths=batch["chosen_lengths"], rejected_lengths=batch["rejected_lengths"],
+            chosen_rewards=scores[:B],
+            rejected_rewards=scores[B:],
+            margin=batch.get("margin"),
+            chosen_lengths=batch["chosen_lengths"],
+            rejected_lengths=batch["rejected_lengths"],
         )
         return self.loss_fn(inputs), None, None

@@ -44,11 +44,19 @@ def preflight_losses(model, tokenizer):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    module = PreferenceModule(copy.deepcopy(model), loss={"name": "dpo", "beta": BETA}, learning_rate=LR,
-                              scheduler="constant")
+    module = PreferenceModule(
+        copy.deepcopy(model), loss={"name": "dpo", "beta": BETA}, learning_rate=LR, scheduler="constant"
+    )
     data = PreferenceDataModule(tokenizer, train=ROWS, batch_size=PAIRS, max_length=None)
-    L.Trainer(max_steps=STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu", callbacks=[Keep()]).fit(module, data)
+    L.Trainer(
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[Keep()],
+    ).fit(module, data)
     return losses, module.path_for(module.policy), data
 
 
@@ -79,6 +87,7 @@ def plain_loop_losses(model, data):
 def trl_losses(model, tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import TrainerCallback
+
     pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
 
@@ -89,11 +98,31 @@ def trl_losses(model, tokenizer, tmp_path):
             if logs and "loss" in logs:
                 losses.append(logs["loss"])
 
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), report_to=[], use_cpu=True, beta=BETA, learning_rate=LR,
-                     per_device_train_batch_size=PAIRS, max_steps=STEPS, logging_steps=1, lr_scheduler_type="constant",
-                     warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, max_length=None, save_strategy="no", seed=0)
-    DPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(ROWS),
-               processing_class=tokenizer, callbacks=[Record()]).train()
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        report_to=[],
+        use_cpu=True,
+        beta=BETA,
+        learning_rate=LR,
+        per_device_train_batch_size=PAIRS,
+        max_steps=STEPS,
+        logging_steps=1,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        max_length=None,
+        save_strategy="no",
+        seed=0,
+    )
+    DPOTrainer(
+        model=copy.deepcopy(model),
+        ref_model=copy.deepcopy(model),
+        args=args,
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+        callbacks=[Record()],
+    ).train()
     return losses
 
 

@@ -14,8 +14,12 @@ from tests.helpers import batch_of
 NO_SDPA = {"gemma2", "bloom", "gpt_oss"}  # transformers offers these only with eager attention
 SHARED_PROMPT_OFF = {"bloom": "ALiBi", "lfm2": "a short convolution along the row"}
 # (architecture, attention) -> the paths `auto` must take, decided from code and config
-EXPECTED = {(arch, attention): (True, arch not in SHARED_PROMPT_OFF)
-            for arch in ARCHITECTURES for attention in ("sdpa", "eager") if not (attention == "sdpa" and arch in NO_SDPA)}
+EXPECTED = {
+    (arch, attention): (True, arch not in SHARED_PROMPT_OFF)
+    for arch in ARCHITECTURES
+    for attention in ("sdpa", "eager")
+    if not (attention == "sdpa" and arch in NO_SDPA)
+}
 
 
 def pairs(seed=0):
@@ -51,7 +55,8 @@ def assert_logps_are_naive(module, naive_attention=None):
         if naive_attention:
             module.policy.config._attn_implementation = naive_attention
         want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
-            naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data]
+            naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data
+        ]
     assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
 
 
@@ -60,11 +65,14 @@ def assert_logps_are_naive(module, naive_attention=None):
 PACKED = dict(padding_free="on", max_tokens_per_row=40)
 
 
-@pytest.mark.parametrize("arch, attention", sorted(k for k in EXPECTED if k[0] not in SHARED_PROMPT_OFF),
-                         ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "arch, attention", sorted(k for k in EXPECTED if k[0] not in SHARED_PROMPT_OFF), ids=lambda x: str(x)
+)
 @pytest.mark.parametrize("shared", ["auto", "off"])
 def test_padding_free_rows_equal_the_naive_computation(arch, attention, shared):
-    module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", shared_prompt=shared, **PACKED)
+    module = PreferenceModule(
+        tiny_model(arch, attention), reference="none", loss="simpo", shared_prompt=shared, **PACKED
+    )
     module.configure_model()
     path = module.path_for(module.policy)
     assert path.padding_free and path.padding_free_reason == "dense mask" and path.shared == (shared == "auto")
@@ -78,29 +86,36 @@ def uncompiled_flex(monkeypatch):
     from torch.nn.attention.flex_attention import flex_attention
     from transformers.integrations import flex_attention as integration
 
-    monkeypatch.setattr(integration, "compile_friendly_flex_attention",
-                        lambda q, k, v, training=False, **kwargs: flex_attention(q, k, v, **kwargs))
+    monkeypatch.setattr(
+        integration,
+        "compile_friendly_flex_attention",
+        lambda q, k, v, training=False, **kwargs: flex_attention(q, k, v, **kwargs),
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "qwen2"])
 def test_flex_attention_block_masks_equal_the_naive_computation(arch, uncompiled_flex):
     """FlexAttention has no backward on CPU: values here, gradients in tests/gpu."""
-    module = PreferenceModule(tiny_model(arch, "flex_attention"), reference="none", loss="simpo",
-                              max_tokens_per_row=40)
+    module = PreferenceModule(tiny_model(arch, "flex_attention"), reference="none", loss="simpo", max_tokens_per_row=40)
     module.configure_model()
     path = module.path_for(module.policy)
     assert path.shared and path.padding_free and path.rendering == "block", path.describe()
     assert_logps_are_naive(module, naive_attention="eager")
 
 
-@pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"),
-                                             ("gemma3_text", "sdpa")])
+@pytest.mark.parametrize(
+    "arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"), ("gemma3_text", "sdpa")]
+)
 def test_auto_paths_have_the_plain_gradients(arch, attention):
     batch = batch_of(pairs(1))
     weights = torch.linspace(-1, 1, 8)
     grads = {}
-    settings = {"plain": dict(fused_lm_head="off", shared_prompt="off"), "auto": {}, "packed": PACKED,
-                "packed, prompt twice": dict(shared_prompt="off", **PACKED)}
+    settings = {
+        "plain": dict(fused_lm_head="off", shared_prompt="off"),
+        "auto": {},
+        "packed": PACKED,
+        "packed, prompt twice": dict(shared_prompt="off", **PACKED),
+    }
     for mode, kwargs in settings.items():
         module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", **kwargs)
         module.configure_model()
@@ -116,30 +131,43 @@ def test_auto_paths_have_the_plain_gradients(arch, attention):
 @pytest.mark.parametrize("arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("llama", "sdpa")])
 def test_in_bf16_the_fast_paths_err_no_more_than_the_plain_path(arch, attention):
     batch = batch_of(pairs(2))
-    reference = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", fused_lm_head="off",
-                                 shared_prompt="off")
+    reference = PreferenceModule(
+        tiny_model(arch, attention), reference="none", loss="simpo", fused_lm_head="off", shared_prompt="off"
+    )
     reference.configure_model()
     errors = {}
     for fast in (True, False):
-        module = PreferenceModule(tiny_model(arch, attention, dtype=torch.bfloat16), reference="none", loss="simpo",
-                                  fused_lm_head="auto" if fast else "off", shared_prompt="auto" if fast else "off")
+        module = PreferenceModule(
+            tiny_model(arch, attention, dtype=torch.bfloat16),
+            reference="none",
+            loss="simpo",
+            fused_lm_head="auto" if fast else "off",
+            shared_prompt="auto" if fast else "off",
+        )
         module.configure_model()
         path = module.path_for(module.policy)
         assert (path.fused, path.shared) == (fast, fast)
         with torch.no_grad():
-            errors[fast] = (module.completion_logps(module.policy, batch)
-                            - reference.completion_logps(reference.policy, batch)).abs()
+            errors[fast] = (
+                module.completion_logps(module.policy, batch) - reference.completion_logps(reference.policy, batch)
+            ).abs()
     assert errors[True].max() <= errors[False].max() * 1.5 + 0.05, (errors[True], errors[False])
 
 
 def test_on_is_on_or_a_one_line_error():
-    with pytest.raises(FastPathError, match=r"^shared_prompt: on is not exact for BloomForCausalLM: BloomForCausalLM "
-                                            r"uses ALiBi biases computed from the 2D mask$"):
-        PreferenceModule(tiny_model("bloom", "eager"), reference="none", loss="simpo", shared_prompt="on").configure_model()
+    with pytest.raises(
+        FastPathError,
+        match=r"^shared_prompt: on is not exact for BloomForCausalLM: BloomForCausalLM "
+        r"uses ALiBi biases computed from the 2D mask$",
+    ):
+        PreferenceModule(
+            tiny_model("bloom", "eager"), reference="none", loss="simpo", shared_prompt="on"
+        ).configure_model()
     with pytest.raises(FastPathError, match=r"^shared_prompt: on is not exact for Lfm2ForCausalLM: .*Lfm2ShortConv"):
         PreferenceModule(tiny_model("lfm2"), reference="none", loss="simpo", shared_prompt="on").configure_model()
-    m = PreferenceModule(tiny_model("gemma2", "eager"), reference="none", loss="simpo", fused_lm_head="on",
-                         shared_prompt="auto")
+    m = PreferenceModule(
+        tiny_model("gemma2", "eager"), reference="none", loss="simpo", fused_lm_head="on", shared_prompt="auto"
+    )
     m.configure_model()
     path = m.path_for(m.policy)
     assert path.fused and path.shared and path.transform.softcap == 3.0  # `on` for one path leaves `auto` to the other

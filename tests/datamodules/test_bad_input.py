@@ -30,9 +30,18 @@ def setup_error(train, **kw) -> str:
         ({"prompt": "Hi", "chosen": " yes"}, "missing field 'rejected'"),
         ({"prompt": "Hi", "chosen": None, "rejected": " no"}, "field 'chosen' is null"),
         ({"prompt": "Hi", "chosen": 42, "rejected": " no"}, "field 'chosen' must be a string or a list"),
-        ({"prompt": [{"role": "user"}], "chosen": [{"role": "assistant", "content": "a"}],
-          "rejected": [{"role": "assistant", "content": "b"}]}, "field 'prompt', message 1: 'content' is missing"),
-        ({"prompt": "Hi", "chosen": [{"role": "assistant", "content": "a"}], "rejected": " no"}, "mixes strings and message lists"),
+        (
+            {
+                "prompt": [{"role": "user"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "field 'prompt', message 1: 'content' is missing",
+        ),
+        (
+            {"prompt": "Hi", "chosen": [{"role": "assistant", "content": "a"}], "rejected": " no"},
+            "mixes strings and message lists",
+        ),
         ('{"prompt": "Hi", "chosen": " yes" "rejected": " no"}', "invalid JSON"),
         ({"prompt": "Hi", "chosen": " yes", "rejected": " no", "margin": "high"}, "must be a number"),
         ([1, 2, 3], "expected an object"),
@@ -64,14 +73,19 @@ def test_a_byte_order_mark_is_not_data(tmp_path):
     from preflight.datamodules.sources import Source
 
     bom = b"\xef\xbb\xbf"
-    files = {"pairs.jsonl": json.dumps(GOOD).encode() + b"\n", "pairs.json": json.dumps([GOOD]).encode(),
-             "pairs.csv": b"prompt,chosen,rejected\nHi, yes, no\n"}
+    files = {
+        "pairs.jsonl": json.dumps(GOOD).encode() + b"\n",
+        "pairs.json": json.dumps([GOOD]).encode(),
+        "pairs.csv": b"prompt,chosen,rejected\nHi, yes, no\n",
+    }
     for name, body in files.items():
         (tmp_path / name).write_bytes(bom + body)
         (row,) = Source(str(tmp_path / name)).rows()
         assert {k: row.value[k] for k in GOOD} == GOOD, name
     (tmp_path / "late.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + bom + json.dumps(GOOD).encode())
-    assert f"{tmp_path / 'late.jsonl'}, line 2: invalid JSON" in setup_error(tmp_path / "late.jsonl")  # only at the start
+    assert f"{tmp_path / 'late.jsonl'}, line 2: invalid JSON" in setup_error(
+        tmp_path / "late.jsonl"
+    )  # only at the start
 
 
 def test_in_memory_rows_are_located():

@@ -63,7 +63,8 @@ def test_length_grouping_reduces_padding():
     dm.setup("fit")
     real = dm.datasets["train"].lengths
     assert padding_fraction(PreferenceBatchSampler(real, 16, group_by_length=True), real) < 0.5 * padding_fraction(
-        PreferenceBatchSampler(real, 16, group_by_length=False), real)
+        PreferenceBatchSampler(real, 16, group_by_length=False), real
+    )
 
 
 def test_sampler_resumes_mid_epoch():
@@ -114,8 +115,14 @@ def test_dataloader_batches_are_the_sampler_batches_across_epochs():
     from preflight.datamodules.sampler import FlatBatchSampler
 
     for world, rank, accumulate in ((1, 0, 1), (2, 1, 1), (1, 0, 4)):
-        sampler = PreferenceBatchSampler(lengths(28), 2 if accumulate > 1 else 8 // world, seed=3,
-                                         num_replicas=world, rank=rank, accumulate=accumulate)
+        sampler = PreferenceBatchSampler(
+            lengths(28),
+            2 if accumulate > 1 else 8 // world,
+            seed=3,
+            num_replicas=world,
+            rank=rank,
+            accumulate=accumulate,
+        )
         loader = DataLoader(list(range(28)), batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler))
         for epoch in range(4):
             loader.sampler.set_epoch(epoch)

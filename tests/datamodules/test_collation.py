@@ -35,7 +35,9 @@ def expected_batch(prompt, chosen, rejected, pad):
 
 
 def test_standard_format_exact_tensors(tokenizer):
-    dm = module([{"prompt": "Customer: Is the lamp in stock?\nAssistant:", "chosen": " Yes, gladly.", "rejected": " No."}])
+    dm = module(
+        [{"prompt": "Customer: Is the lamp in stock?\nAssistant:", "chosen": " Yes, gladly.", "rejected": " No."}]
+    )
     batch = one_batch(dm)
     eos = tokenizer.eos_token_id
     prompt = ids(tokenizer, "Customer: Is the lamp in stock?\nAssistant:")
@@ -79,8 +81,10 @@ def test_conversational_format_uses_the_chat_template(tokenizer):
 
 
 def test_margin_and_columns_mapping(tokenizer):
-    rows = [{"question": "Hi", "good": " yes", "bad": " no", "score": 1.5},
-            {"question": "Yo", "good": " sure", "bad": " nope", "score": "0.25"}]
+    rows = [
+        {"question": "Hi", "good": " yes", "bad": " no", "score": 1.5},
+        {"question": "Yo", "good": " sure", "bad": " nope", "score": "0.25"},
+    ]
     dm = module(rows, columns={"question": "prompt", "good": "chosen", "bad": "rejected", "score": "margin"})
     batch = one_batch(dm)
     assert batch["margin"].tolist() == [1.5, 0.25] and batch["margin"].dtype == torch.float32
@@ -91,7 +95,9 @@ def test_pad_to_multiple_of(tokenizer):
     pairs = module([{"prompt": "Hi", "chosen": " yes", "rejected": " no"}]).datasets["train"].pairs
     batch = PreferenceCollator(tokenizer.pad_token_id, pad_to_multiple_of=16)(pairs)
     assert batch["input_ids"].shape[1] == 16
-    assert batch["attention_mask"].sum().item() == len(pairs[0].prompt_ids) * 2 + len(pairs[0].chosen_ids) + len(pairs[0].rejected_ids)
+    assert batch["attention_mask"].sum().item() == len(pairs[0].prompt_ids) * 2 + len(pairs[0].chosen_ids) + len(
+        pairs[0].rejected_ids
+    )
 
 
 LONG_PROMPT = "one two three four five six seven eight nine ten eleven twelve"
@@ -102,7 +108,9 @@ def test_truncation_keep_end_keeps_the_part_next_to_the_answer(tokenizer):
     dm = module([{"prompt": LONG_PROMPT, "chosen": " yes", "rejected": " no"}], max_prompt_length=5)
     pair = dm.datasets["train"].pairs[0]
     assert pair.prompt_ids == full[-5:]
-    dm = module([{"prompt": LONG_PROMPT, "chosen": " yes", "rejected": " no"}], max_prompt_length=5, truncation="keep_start")
+    dm = module(
+        [{"prompt": LONG_PROMPT, "chosen": " yes", "rejected": " no"}], max_prompt_length=5, truncation="keep_start"
+    )
     assert dm.datasets["train"].pairs[0].prompt_ids == full[:5]
 
 
@@ -117,7 +125,10 @@ def test_truncation_cuts_completions_to_max_length(tokenizer):
 
 
 def test_pairs_left_without_a_completion_are_dropped_and_counted():
-    rows = [{"prompt": LONG_PROMPT, "chosen": " yes", "rejected": " no"}, {"prompt": "Hi", "chosen": " yes", "rejected": " no"}]
+    rows = [
+        {"prompt": LONG_PROMPT, "chosen": " yes", "rejected": " no"},
+        {"prompt": "Hi", "chosen": " yes", "rejected": " no"},
+    ]
     dm = module(rows, max_length=4)
     assert len(dm.datasets["train"]) == 1
     assert dm.reports["train"].truncated_away == 1
@@ -125,7 +136,10 @@ def test_pairs_left_without_a_completion_are_dropped_and_counted():
 
 
 def test_identical_chosen_and_rejected_are_dropped_and_reported():
-    rows = [{"prompt": "Hi", "chosen": " same", "rejected": " same"}, {"prompt": "Hi", "chosen": " yes", "rejected": " no"}]
+    rows = [
+        {"prompt": "Hi", "chosen": " same", "rejected": " same"},
+        {"prompt": "Hi", "chosen": " yes", "rejected": " no"},
+    ]
     dm = module(rows)
     assert len(dm.datasets["train"]) == 1 and dm.reports["train"].identical == 1
     assert "1 with chosen identical to rejected dropped" in dm.reports["train"].summary()
@@ -148,6 +162,7 @@ def test_token_ids_equal_trl_dpotrainer(tmp_path, tokenizer):
 
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM
+
     pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
 
@@ -157,8 +172,13 @@ def test_token_ids_equal_trl_dpotrainer(tmp_path, tokenizer):
     rows.append({"prompt": "Hi there", "chosen": " yes</s>", "rejected": "no way"})  # EOS present, no leading space
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_MODEL))
     args = DPOConfig(output_dir=str(tmp_path), report_to=[], max_length=None, use_cpu=True)
-    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args,
-                         train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=copy.deepcopy(model),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
     theirs = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     ours = one_batch(module(rows, max_length=None))
     for key in ("input_ids", "attention_mask", "completion_mask"):

@@ -15,21 +15,32 @@ def chat(role, content):
 
 
 ROWS = [
-    {"prompt": [chat("system", "Be brief."), chat("user", "Is the lamp in stock?"), chat("assistant", "It is."),
-                chat("user", "And in blue?")],
-     "chosen": [chat("assistant", "Yes, in blue too. Happy to help!")],
-     "rejected": [chat("assistant", "Obviously. Read the page.")]},
-    {"prompt": [chat("user", "Hi!"), chat("assistant", "Hello, how can I help?"), chat("user", "Price of the mug?")],
-     "chosen": [chat("assistant", "It is 12 euros. Thank you for asking!")],
-     "rejected": [chat("assistant", "12. Stop asking.")]},
-    {"chosen": [chat("user", "Do you ship abroad?"), chat("assistant", "We do, gladly.")],  # implicit prompt
-     "rejected": [chat("user", "Do you ship abroad?"), chat("assistant", "Yes. Obviously.")]},
+    {
+        "prompt": [
+            chat("system", "Be brief."),
+            chat("user", "Is the lamp in stock?"),
+            chat("assistant", "It is."),
+            chat("user", "And in blue?"),
+        ],
+        "chosen": [chat("assistant", "Yes, in blue too. Happy to help!")],
+        "rejected": [chat("assistant", "Obviously. Read the page.")],
+    },
+    {
+        "prompt": [chat("user", "Hi!"), chat("assistant", "Hello, how can I help?"), chat("user", "Price of the mug?")],
+        "chosen": [chat("assistant", "It is 12 euros. Thank you for asking!")],
+        "rejected": [chat("assistant", "12. Stop asking.")],
+    },
+    {
+        "chosen": [chat("user", "Do you ship abroad?"), chat("assistant", "We do, gladly.")],  # implicit prompt
+        "rejected": [chat("user", "Do you ship abroad?"), chat("assistant", "Yes. Obviously.")],
+    },
 ]
 
 
 def trl_tokenized(rows, tokenizer, tmp_path):
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM
+
     pytest.importorskip("trl", reason="compares with TRL, which is not installed")
     from trl import DPOConfig, DPOTrainer
     from trl.data_utils import extract_prompt
@@ -37,14 +48,21 @@ def trl_tokenized(rows, tokenizer, tmp_path):
     rows = [row if "prompt" in row else extract_prompt(row) for row in rows]  # TRL's own split of an implicit prompt
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_MODEL))
     args = DPOConfig(output_dir=str(tmp_path), report_to=[], max_length=None, use_cpu=True)
-    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=copy.deepcopy(model),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
     return [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trainer.train_dataset]
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.stem)
 def test_multi_turn_pairs_equal_trl(template, tmp_path):
-    data = PreferenceDataModule(str(TOKENIZER), train=ROWS, chat_template=str(template), max_length=None, use_cache=False)
+    data = PreferenceDataModule(
+        str(TOKENIZER), train=ROWS, chat_template=str(template), max_length=None, use_cache=False
+    )
     ours = [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in data.dataset("train").pairs]
     theirs = trl_tokenized(ROWS, data.tokenizer, tmp_path)
     assert ours == theirs

@@ -47,8 +47,9 @@ def test_bad_rows_are_reported_the_same_with_workers(tmp_path, monkeypatch):
     lines[3] = '{"prompt": "Hi", "chosen": " yes"}'
     lines[7] = "{not json"
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
-    dm = PreferenceDataModule(str(TOKENIZER), train=str(tmp_path / "bad.jsonl"), num_proc=2, on_bad_rows="skip",
-                              use_cache=False)
+    dm = PreferenceDataModule(
+        str(TOKENIZER), train=str(tmp_path / "bad.jsonl"), num_proc=2, on_bad_rows="skip", use_cache=False
+    )
     report = dm.dataset("train") and dm.reports["train"]
     assert (report.rows, report.kept, report.bad) == (9, 7, 2)
     assert report.first_problems[0] == f"{tmp_path / 'bad.jsonl'}, line 4: missing field 'rejected'"
@@ -86,7 +87,11 @@ def test_a_streaming_hub_dataset_is_read_in_stream_order(monkeypatch):
 
     def fake_load_dataset(path, name=None, split=None, streaming=False, **kwargs):
         calls.append(streaming)
-        return datasets.IterableDataset.from_generator(lambda: iter(rows)) if streaming else datasets.Dataset.from_list(rows)
+        return (
+            datasets.IterableDataset.from_generator(lambda: iter(rows))
+            if streaming
+            else datasets.Dataset.from_list(rows)
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     streamed = PreferenceDataModule(str(TOKENIZER), train="someone/prefs", streaming=True, use_cache=False)
@@ -97,11 +102,30 @@ def test_a_streaming_hub_dataset_is_read_in_stream_order(monkeypatch):
 def test_a_ddp_fit_tokenizes_once_per_machine(tmp_path):
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "preflight"), "fit", "--config", str(ROOT / "configs/dpo.yaml"),
-         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_steps", "1",
-         "--trainer.limit_val_batches", "1", "--data.batch_size", "4", "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "PREFLIGHT_CACHE": str(tmp_path / "cache")})
+        [
+            str(Path(sys.executable).parent / "preflight"),
+            "fit",
+            "--config",
+            str(ROOT / "configs/dpo.yaml"),
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--data.batch_size",
+            "4",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PREFLIGHT_CACHE": str(tmp_path / "cache")},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert output.count("preflight: data: tokenized assets/data/train.jsonl: 2000 pairs") == 1

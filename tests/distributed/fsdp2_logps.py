@@ -28,8 +28,13 @@ def logps_and_grads(sharded: bool) -> dict:
     runs = [(s, f, False) for s in ("on", "off") for f in ("on", "off")]
     runs += [("on", "on", True), ("off", "off", True)]  # tied embeddings: fused and shared, and the plain path
     for shared, fused, tied in runs:
-        module = PreferenceModule(tiny_causal_lm(seed=3, tie_word_embeddings=tied), loss="dpo", fused_lm_head=fused,
-                                  shared_prompt=shared, lm_head_chunk_size=7)  # several chunks, the last partial
+        module = PreferenceModule(
+            tiny_causal_lm(seed=3, tie_word_embeddings=tied),
+            loss="dpo",
+            fused_lm_head=fused,
+            shared_prompt=shared,
+            lm_head_chunk_size=7,
+        )  # several chunks, the last partial
         module.configure_model()
         policy = module.policy
         if sharded:
@@ -39,11 +44,16 @@ def logps_and_grads(sharded: bool) -> dict:
         batch = batch_of(random_pairs(n=5, seed=11))
         logps = module.completion_logps(policy, batch)
         logps.sum().backward()
-        grads = {name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
-                 for name, p in policy.named_parameters()}
-        results[shared, fused, tied] = {"logps": logps.detach(), "grads": grads,
-                                        "path": module.path_for(policy).as_dict(),
-                                        "head_unit": is_fsdp2_unit(policy.get_output_embeddings())}
+        grads = {
+            name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
+            for name, p in policy.named_parameters()
+        }
+        results[shared, fused, tied] = {
+            "logps": logps.detach(),
+            "grads": grads,
+            "path": module.path_for(policy).as_dict(),
+            "head_unit": is_fsdp2_unit(policy.get_output_embeddings()),
+        }
     return results
 
 

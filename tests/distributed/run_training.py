@@ -59,7 +59,9 @@ def full_parameters(module) -> dict[str, list[float]]:
     out = {}
     for name, p in module.policy.named_parameters():
         t = p.full_tensor() if hasattr(p, "full_tensor") else p
-        out[name.replace("_fsdp_wrapped_module.", "").replace("module.", "")] = t.detach().double().flatten()[:64].tolist()
+        out[name.replace("_fsdp_wrapped_module.", "").replace("module.", "")] = (
+            t.detach().double().flatten()[:64].tolist()
+        )
     return out
 
 
@@ -82,10 +84,22 @@ def main() -> None:
 
     L.seed_everything(0, verbose=False)
     rows = [json.loads(line) for line in open(ROOT / "assets" / "data" / "val.jsonl")][: args.pairs]
-    data = PreferenceDataModule(str(ROOT / "assets" / "tokenizer"), train=rows, batch_size=args.batch_size, seed=0,
-                                use_cache=False, val=rows[:8] if args.generate else None)
-    module = PreferenceModule(str(ROOT / "assets" / "tiny-llama"), loss="dpo", learning_rate=3e-3, scheduler="constant",
-                              warmup_steps=2, peft={"r": 4, "lora_alpha": 8} if args.peft else None)
+    data = PreferenceDataModule(
+        str(ROOT / "assets" / "tokenizer"),
+        train=rows,
+        batch_size=args.batch_size,
+        seed=0,
+        use_cache=False,
+        val=rows[:8] if args.generate else None,
+    )
+    module = PreferenceModule(
+        str(ROOT / "assets" / "tiny-llama"),
+        loss="dpo",
+        learning_rate=3e-3,
+        scheduler="constant",
+        warmup_steps=2,
+        peft={"r": 4, "lora_alpha": 8} if args.peft else None,
+    )
     strategy = args.strategy
     if strategy == "fsdp2":
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -99,23 +113,45 @@ def main() -> None:
         generation = GenerationEval(reward="preflight.rewards:politeness", num_prompts=args.generate, max_new_tokens=6)
         callbacks.append(generation)
     if args.ckpt_every:
-        callbacks.append(ModelCheckpoint(dirpath=Path(args.root) / "ckpt", save_last=True,
-                                         every_n_train_steps=args.ckpt_every, save_top_k=0))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=Path(args.root) / "ckpt", save_last=True, every_n_train_steps=args.ckpt_every, save_top_k=0
+            )
+        )
     trainer = L.Trainer(
-        accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps,
-        accumulate_grad_batches=args.accumulate, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=bool(args.ckpt_every), callbacks=callbacks,
-        num_sanity_val_steps=0, **(dict(limit_val_batches=1, val_check_interval=args.steps, check_val_every_n_epoch=None)
-                                    if args.generate else {}),
-        default_root_dir=args.root, plugins=[AtomicCheckpointIO()] if args.strategy != "fsdp2" else None,
+        accelerator="cpu",
+        devices=args.devices,
+        strategy=strategy,
+        max_steps=args.steps,
+        accumulate_grad_batches=args.accumulate,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(args.ckpt_every),
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        **(
+            dict(limit_val_batches=1, val_check_interval=args.steps, check_val_every_n_epoch=None)
+            if args.generate
+            else {}
+        ),
+        default_root_dir=args.root,
+        plugins=[AtomicCheckpointIO()] if args.strategy != "fsdp2" else None,
     )
     trainer.fit(module, data, ckpt_path="last" if args.resume else None)
     parameters = full_parameters(module)
     if trainer.is_global_zero:
-        Path(args.out).write_text(json.dumps({"losses": record.losses, "parameters": parameters,
-                                              "global_step": trainer.global_step,
-                                              "logps_path": module.hparams["logps_path"],
-                                              "generations": generation.last_rows if args.generate else None}))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "losses": record.losses,
+                    "parameters": parameters,
+                    "global_step": trainer.global_step,
+                    "logps_path": module.hparams["logps_path"],
+                    "generations": generation.last_rows if args.generate else None,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

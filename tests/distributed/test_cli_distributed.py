@@ -18,8 +18,13 @@ def readme_fsdp2_command() -> list[str]:
     """The README's FSDP2 command, as written there."""
     from tests.test_readme import commands, readme_blocks
 
-    (command,) = [c for block in readme_blocks() if block.lang == "bash" for c in commands(block.body)
-                  if "ModelParallelStrategy" in " ".join(c)]
+    (command,) = [
+        c
+        for block in readme_blocks()
+        if block.lang == "bash"
+        for c in commands(block.body)
+        if "ModelParallelStrategy" in " ".join(c)
+    ]
     return command
 
 
@@ -51,15 +56,17 @@ def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path, busy_cores):
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     command = readme_fsdp2_command()
     assert command[:2] == ["preflight", "fit"]
-    result = subprocess.run([PREFLIGHT, *command[1:], *SHORT], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [PREFLIGHT, *command[1:], *SHORT], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("preflight: fit finished") == 1  # the summary comes from rank 0 alone
     assert "val/rewards/accuracies" in result.stdout
     checkpoint = tmp_path / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_dir()  # a sharded folder: export consolidates it into one Hugging Face folder
-    exported = subprocess.run([PREFLIGHT, "export", "runs/dpo", "out"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
+    exported = subprocess.run(
+        [PREFLIGHT, "export", "runs/dpo", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert_export_holds_the_sharded_weights(checkpoint, tmp_path / "out")
 
@@ -85,8 +92,11 @@ def logged_train_metrics(run_dir):
     import csv
 
     rows = list(csv.DictReader(open(run_dir / "version_0" / "metrics.csv")))
-    return {int(r["step"]): {k: float(v) for k, v in r.items() if k.startswith("train/") and v} for r in rows
-            if r.get("train/loss")}
+    return {
+        int(r["step"]): {k: float(v) for k, v in r.items() if k.startswith("train/") and v}
+        for r in rows
+        if r.get("train/loss")
+    }
 
 
 def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch):
@@ -95,9 +105,23 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
 
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     monkeypatch.chdir(tmp_path)
-    common = ["fit", "--config", str(ROOT / "configs" / "dpo.yaml"), "--data.train", "assets/data/val.jsonl",
-              "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
-              "--model.learning_rate", "0.01", "--trainer.enable_progress_bar", "false"]
+    common = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "dpo.yaml"),
+        "--data.train",
+        "assets/data/val.jsonl",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--model.learning_rate",
+        "0.01",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     layouts = {
         "one": ["--data.batch_size", "8"],
         "two": ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
@@ -106,11 +130,22 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
     logged, seen = {}, {}
     for name, args in layouts.items():
         seen_file = tmp_path / f"{name}-seen.jsonl"
-        command = [*common, *args, "--trainer.default_root_dir", str(tmp_path / name),
-                   "--trainer.callbacks+=tests.helpers.SeenTrainMetrics", f"--trainer.callbacks.path={seen_file}"]
+        command = [
+            *common,
+            *args,
+            "--trainer.default_root_dir",
+            str(tmp_path / name),
+            "--trainer.callbacks+=tests.helpers.SeenTrainMetrics",
+            f"--trainer.callbacks.path={seen_file}",
+        ]
         if "--trainer.devices" in args:  # Lightning relaunches the command once per process
-            result = subprocess.run([PREFLIGHT, *command], capture_output=True, text=True, timeout=600,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)})  # tests.helpers importable
+            result = subprocess.run(
+                [PREFLIGHT, *command],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )  # tests.helpers importable
             assert result.returncode == 0, result.stderr[-3000:]
         else:  # one process: in this one, as the command runs it (no second interpreter start)
             try:

@@ -18,8 +18,9 @@ PAIRS, STEPS = "28", "6"
 
 def run(tmp_path, name, *args, check=True):
     out = tmp_path / f"{name}.json"
-    result = subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(out.read_text())
@@ -47,8 +48,23 @@ def test_the_first_steps_actually_train(single):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_two_processes_of_4_equal_one_of_8(single, tmp_path, strategy):
-    two = run(tmp_path, strategy, "--strategy", strategy, "--devices", "2", "--batch-size", "4", "--steps", STEPS, "--pairs", PAIRS)
-    assert two["logps_path"]["fused_lm_head"] and single["logps_path"]["fused_lm_head"]  # FSDP2 too: inside the root's forward
+    two = run(
+        tmp_path,
+        strategy,
+        "--strategy",
+        strategy,
+        "--devices",
+        "2",
+        "--batch-size",
+        "4",
+        "--steps",
+        STEPS,
+        "--pairs",
+        PAIRS,
+    )
+    assert (
+        two["logps_path"]["fused_lm_head"] and single["logps_path"]["fused_lm_head"]
+    )  # FSDP2 too: inside the root's forward
     assert_same_training(single, two)
 
 

@@ -15,8 +15,20 @@ def test_sharded_checkpoint_resumes_and_exports(tmp_path):
     run(tmp_path, "first", "--strategy", "fsdp2", "--devices", "2", *COMMON, "--steps", "4", "--root", root)
     checkpoint = tmp_path / "fsdp" / "ckpt" / "last.ckpt"
     assert checkpoint.is_dir() and (checkpoint / ".metadata").is_file()  # one shard per rank
-    resumed = run(tmp_path, "resumed", "--strategy", "fsdp2", "--devices", "2", *COMMON, "--steps", "6",
-                  "--root", root, "--resume")
+    resumed = run(
+        tmp_path,
+        "resumed",
+        "--strategy",
+        "fsdp2",
+        "--devices",
+        "2",
+        *COMMON,
+        "--steps",
+        "6",
+        "--root",
+        root,
+        "--resume",
+    )
     for x, y in zip(resumed["losses"], reference["losses"][4:]):
         assert abs(x - y) <= 1e-4
     main(["export", str(checkpoint), str(tmp_path / "hf")])

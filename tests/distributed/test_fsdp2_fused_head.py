@@ -23,8 +23,11 @@ def test_sharded_fused_head_equals_one_process(tmp_path):
         assert fused["path"]["shared_prompt"] == (shared == "on")
         assert fused["head_unit"] and plain["head_unit"]  # untied: the head is gathered by a unit of its own
         expected = single["off", "off", False]  # one process, one row per sequence, full logits: the reference
-        for name, run in [("sharded, fused", fused), ("sharded, plain head", plain),
-                          ("one process, fused", single[shared, "on", False])]:
+        for name, run in [
+            ("sharded, fused", fused),
+            ("sharded, plain head", plain),
+            ("one process, fused", single[shared, "on", False]),
+        ]:
             assert_same_logps_and_gradients(run, expected, f"{name}, shared prompt {shared}")
     assert expected["grads"]["lm_head.weight"].abs().max() > 0  # the head's gradient is compared, and is not zero
 

@@ -9,8 +9,18 @@ from preflight.cli import main
 from tests.conftest import ROOT
 
 # A short fit on the small shipped split: a few seconds, the same code path as the main job.
-QUICK = ["--data.train", "assets/data/val.jsonl", "--data.batch_size", "4", "--trainer.max_steps", "2",
-         "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"]
+QUICK = [
+    "--data.train",
+    "assets/data/val.jsonl",
+    "--data.batch_size",
+    "4",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 @dataclass

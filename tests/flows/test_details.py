@@ -14,8 +14,15 @@ from tests.modules.test_nonfinite_guard import PoisonOnStep
 
 
 def trainer(steps, **kwargs):
-    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, accelerator="cpu", **kwargs)
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )
 
 
 def test_a_model_instance_is_registered_once_and_named_in_the_hyperparameters():
@@ -95,10 +102,14 @@ def test_a_huge_row_is_a_located_bad_row_not_gigabytes(preflight, workdir):
     assert result.code == 2
     size = len(huge["prompt"]) + len(huge["chosen"]) + len(huge["rejected"])
     assert result.preflight_lines() == [
-        f"preflight: error: big.jsonl, line 2: the row holds {size:,} characters, more than max_row_chars (1,000,000)"]
+        f"preflight: error: big.jsonl, line 2: the row holds {size:,} characters, more than max_row_chars (1,000,000)"
+    ]
     data = PreferenceDataModule(str(TOKENIZER), train="big.jsonl", on_bad_rows="skip")
     assert len(data.dataset("train")) == 3 and data.reports["train"].bad == 1
-    assert len(PreferenceDataModule(str(TOKENIZER), train="big.jsonl", max_row_chars=None, max_length=64).dataset("train")) == 4
+    assert (
+        len(PreferenceDataModule(str(TOKENIZER), train="big.jsonl", max_row_chars=None, max_length=64).dataset("train"))
+        == 4
+    )
 
 
 def test_fit_prints_and_logs_the_log_prob_paths(preflight, workdir):
@@ -106,14 +117,21 @@ def test_fit_prints_and_logs_the_log_prob_paths(preflight, workdir):
 
     result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK)
     assert result.code == 0
-    assert ("preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention), padding-free off "
-            "(sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
-            "flash_attention_2 take packed rows; set on to pack anyway)); rows over 4096 tokens go unshared "
-            "(dense_mask_max_length)" in result.preflight_lines())
+    assert (
+        "preflight: log-probs: fused lm_head on (plain logits), shared prompt on (full attention), padding-free off "
+        "(sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
+        "flash_attention_2 take packed rows; set on to pack anyway)); rows over 4096 tokens go unshared "
+        "(dense_mask_max_length)" in result.preflight_lines()
+    )
     import yaml
 
     hparams = yaml.safe_load((workdir / "runs/dpo/version_0/hparams.yaml").read_text())
-    assert hparams["logps_path"] == {"fused_lm_head": True, "fused_lm_head_reason": "plain logits",
-                                     "shared_prompt": True, "shared_prompt_reason": "full attention",
-                                     "padding_free": False, "padding_free_reason": hparams["logps_path"]["padding_free_reason"]}
+    assert hparams["logps_path"] == {
+        "fused_lm_head": True,
+        "fused_lm_head_reason": "plain logits",
+        "shared_prompt": True,
+        "shared_prompt_reason": "full attention",
+        "padding_free": False,
+        "padding_free_reason": hparams["logps_path"]["padding_free_reason"],
+    }
     assert hparams["logps_path"]["padding_free_reason"].startswith("sdpa would need a dense mask")

@@ -49,8 +49,19 @@ def documented_args(cls) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("cls", [PreferenceModule, RewardModule, PreferenceDataModule, GenerationEval, BanditSettings,
-                                 FrontierSettings, KnownRewardTask], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [
+        PreferenceModule,
+        RewardModule,
+        PreferenceDataModule,
+        GenerationEval,
+        BanditSettings,
+        FrontierSettings,
+        KnownRewardTask,
+    ],
+    ids=lambda c: c.__name__,
+)
 def test_every_option_has_an_args_entry(cls):
     parameters = set(inspect.signature(cls.__init__).parameters) - {"self"}
     assert parameters - documented_args(cls) == set()

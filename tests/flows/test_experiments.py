@@ -74,7 +74,8 @@ def test_bandit_command_measures_dpo_reaching_the_optimum(preflight, workdir):
 def test_a_reward_loss_or_unknown_name_is_a_one_line_error(preflight, workdir):
     result = preflight("experiment", "bandit", "--quick", "--losses", "bt")
     assert result.code == 2 and result.preflight_lines() == [
-        "preflight: error: loss 'bt' trains a reward model, not a policy"]
+        "preflight: error: loss 'bt' trains a reward model, not a policy"
+    ]
     assert preflight("experiment", "bandit", "--losses", "nope").code == 2
     assert not (workdir / "experiments").exists()  # nothing written
 
@@ -152,7 +153,8 @@ def test_frontier_command_trains_dpo_past_the_reference_on_the_true_reward(prefl
 def test_frontier_bad_arguments_are_one_line_errors(preflight, workdir, monkeypatch):
     result = preflight("experiment", "frontier", "--quick", "--betas", "0.1,x")
     assert result.code == 2 and result.preflight_lines() == [
-        "preflight: error: --betas '0.1,x': give numbers separated by commas"]
+        "preflight: error: --betas '0.1,x': give numbers separated by commas"
+    ]
     assert preflight("experiment", "frontier", "--betas", "0").code == 2
     assert preflight("experiment", "frontier", "--losses", "bt").code == 2
     monkeypatch.setitem(sys.modules, "trl", None)  # TRL not installed

@@ -47,9 +47,12 @@ def checkpoint_policy(ckpt_path, peft=None):
 
 @pytest.mark.parametrize("kind", ["full", "precomputed", "lora_merged", "lora_adapter"])
 def test_export_of_a_fit_checkpoint_reproduces_its_policy(preflight, workdir, kind):
-    extra = {"full": [], "precomputed": ["--model.reference", "precomputed"],
-             "lora_merged": ["--model.peft", "{r: 4, lora_alpha: 8}"],
-             "lora_adapter": ["--model.peft", "{r: 4, lora_alpha: 8}"]}[kind]
+    extra = {
+        "full": [],
+        "precomputed": ["--model.reference", "precomputed"],
+        "lora_merged": ["--model.peft", "{r: 4, lora_alpha: 8}"],
+        "lora_adapter": ["--model.peft", "{r: 4, lora_alpha: 8}"],
+    }[kind]
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.learning_rate", "0.01", *extra).code == 0
     run = workdir / "runs" / ("dpo_lora" if "lora" in kind else "dpo")
     export_args = ["--no-merge-lora"] if kind == "lora_adapter" else []
@@ -91,8 +94,9 @@ def test_load_from_checkpoint_of_a_cli_checkpoint(preflight, workdir):
     ckpt = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
     module = PreferenceModule.load_from_checkpoint(ckpt).eval()
     ids, mask = encoded()
-    assert torch.allclose(sequence_logps(module.policy, ids, mask), sequence_logps(checkpoint_policy(ckpt), ids, mask),
-                          atol=1e-6)
+    assert torch.allclose(
+        sequence_logps(module.policy, ids, mask), sequence_logps(checkpoint_policy(ckpt), ids, mask), atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------- crafted checkpoints
@@ -108,14 +112,18 @@ def test_export_builds_only_preflight_modules(preflight, workdir):
     assert result.code == 2 and not marker.exists() and not (workdir / "out").exists()
     assert result.preflight_lines() == [
         f"preflight: error: {ckpt}: refusing to build 'os.system': not a preflight module class "
-        "(a subclass of your own needs --imports MODULE)"]
+        "(a subclass of your own needs --imports MODULE)"
+    ]
 
 
 def test_export_imports_nothing_a_checkpoint_names(preflight, workdir, monkeypatch):
     (workdir / "planted.py").write_text(f"open({str(workdir / 'pwned')!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(workdir))
-    ckpt = craft(workdir / "evil.ckpt", "preflight.modules.preference.PreferenceModule",
-                 {"model": "assets/tiny-llama", "loss": {"class_path": "planted.Loss"}})
+    ckpt = craft(
+        workdir / "evil.ckpt",
+        "preflight.modules.preference.PreferenceModule",
+        {"model": "assets/tiny-llama", "loss": {"class_path": "planted.Loss"}},
+    )
     result = preflight("export", ckpt, workdir / "out")
     assert result.code == 2 and not (workdir / "pwned").exists()
     assert "refusing to import 'planted.Loss' named by the checkpoint" in result.err
@@ -133,7 +141,8 @@ def remote_code_model(folder, marker):
     (folder / "configuration_evil.py").write_text(code + "class EvilConfig(LlamaConfig):\n    pass\n")
     (folder / "modeling_evil.py").write_text(
         code + "from .configuration_evil import EvilConfig\n"
-        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n")
+        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n"
+    )
     return folder
 
 
@@ -149,8 +158,18 @@ def test_a_checkpoint_never_turns_trust_remote_code_on(preflight, workdir, comma
     if command == "export":
         result = preflight("export", real, workdir / "out")
     else:
-        result = preflight(command, "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3",
-                           "--ckpt_path", real, "--model.trust_remote_code", "false")
+        result = preflight(
+            command,
+            "--config",
+            "configs/dpo.yaml",
+            *QUICK,
+            "--trainer.max_steps",
+            "3",
+            "--ckpt_path",
+            real,
+            "--model.trust_remote_code",
+            "false",
+        )
     assert not marker.exists()
     if command == "export":  # the model source comes from the checkpoint; its code never runs unless the user says so
         assert result.code == 0

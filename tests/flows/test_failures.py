@@ -22,16 +22,20 @@ def test_label_smoothing_that_prefers_the_rejected_answer_is_refused(preflight, 
     assert result.code == 2
     assert result.preflight_lines()[-1] == (
         "preflight: error: label_smoothing must be in [0, 0.5), got 0.7: at 0.5 and above the loss prefers the "
-        "rejected answer")
+        "rejected answer"
+    )
     assert not (workdir / "runs").exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    (["--model.loss", "{name: dpo, beta: .inf}"], "beta must be a finite number > 0, got inf"),
-    (["--model.loss", "{name: ipo, beta: -1}"], "beta must be a finite number > 0, got -1"),
-    (["--model.learning_rate", "-0.001"], "learning_rate must be a finite number >= 0, got -0.001"),
-    (["--model.warmup_steps", "-5"], "warmup_steps must be >= 0, got -5"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--model.loss", "{name: dpo, beta: .inf}"], "beta must be a finite number > 0, got inf"),
+        (["--model.loss", "{name: ipo, beta: -1}"], "beta must be a finite number > 0, got -1"),
+        (["--model.learning_rate", "-0.001"], "learning_rate must be a finite number >= 0, got -0.001"),
+        (["--model.warmup_steps", "-5"], "warmup_steps must be >= 0, got -5"),
+    ],
+)
 def test_settings_that_fail_inside_training_are_refused_before_it(preflight, workdir, override, message):
     result = preflight("fit", "--config", "configs/dpo.yaml", *override)
     assert result.code == 2 and result.preflight_lines()[-1] == f"preflight: error: {message}"
@@ -42,12 +46,17 @@ def test_a_configuration_error_found_in_the_run_leaves_no_run_folder(preflight, 
     """The fast-path decision needs the built model, so `shared_prompt: on` on an ALiBi model fails inside fit."""
     from transformers import AutoConfig
 
-    AutoConfig.for_model("bloom", vocab_size=384, hidden_size=32, n_layer=2, n_head=4).save_pretrained(workdir / "bloom")
-    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.model", "bloom",
-                       "--model.shared_prompt", "on")
+    AutoConfig.for_model("bloom", vocab_size=384, hidden_size=32, n_layer=2, n_head=4).save_pretrained(
+        workdir / "bloom"
+    )
+    result = preflight(
+        "fit", "--config", "configs/dpo.yaml", *QUICK, "--model.model", "bloom", "--model.shared_prompt", "on"
+    )
     assert result.code == 2
-    assert result.preflight_lines()[-1] == ("preflight: error: shared_prompt: on is not exact for BloomForCausalLM: "
-                                            "BloomForCausalLM uses ALiBi biases computed from the 2D mask")
+    assert result.preflight_lines()[-1] == (
+        "preflight: error: shared_prompt: on is not exact for BloomForCausalLM: "
+        "BloomForCausalLM uses ALiBi biases computed from the 2D mask"
+    )
     assert not (workdir / "runs").exists()  # the run folder it had started is gone
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.model", "bloom").code == 0  # auto: off
 
@@ -74,11 +83,30 @@ def wait_for(path: Path, timeout: float = 120) -> None:
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_a_resumable_checkpoint_and_exits_non_zero(workdir, signum, code):
     (workdir / "stale").mkdir()
-    args = [PREFLIGHT, "fit", "--config", "configs/dpo.yaml", "--data.train", "assets/data/val.jsonl",
-            "--data.batch_size", "2", "--trainer.max_steps", "100000", "--trainer.enable_progress_bar", "false",
-            "--trainer.log_every_n_steps", "1"]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    args = [
+        PREFLIGHT,
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        "--data.train",
+        "assets/data/val.jsonl",
+        "--data.batch_size",
+        "2",
+        "--trainer.max_steps",
+        "100000",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     metrics = workdir / "runs/dpo/version_0/metrics.csv"
     wait_for(metrics)  # training has started (metrics are flushed at log_every_n_steps)
     proc.send_signal(signum)
@@ -87,15 +115,22 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_non_zero(workdir, signu
     ckpt = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
     lines = [line for line in err.splitlines() if line.startswith(("preflight: stopped", "preflight: error"))]
     step = torch.load(ckpt, weights_only=True)["global_step"]
-    assert lines == [f"preflight: stopped by {signal.Signals(signum).name} at step {step}: saved {ckpt} "
-                     "(resume with --ckpt_path last)"]
+    assert lines == [
+        f"preflight: stopped by {signal.Signals(signum).name} at step {step}: saved {ckpt} "
+        "(resume with --ckpt_path last)"
+    ]
     assert step >= 1
     leftover = workdir / "runs/dpo/version_0/checkpoints/.last.ckpt.killed.tmp"
     leftover.write_bytes(b"half a checkpoint")
     os.utime(leftover, (0, 0))
-    resumed = subprocess.run(args[:-4] + ["--trainer.max_steps", str(step + 2), "--ckpt_path", "last",
-                                          "--trainer.enable_progress_bar", "false"],
-                             cwd=workdir, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        args[:-4]
+        + ["--trainer.max_steps", str(step + 2), "--ckpt_path", "last", "--trainer.enable_progress_bar", "false"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(ckpt, weights_only=True)["global_step"] == step + 2
     assert not leftover.exists()  # the next save removed what the kill left
@@ -106,23 +141,42 @@ def chat(role, content):
 
 
 BAD_ROWS = {
-    "null_prompt": ({"prompt": None, "chosen": " yes", "rejected": " no"},
-                    "field 'prompt' is null (leave the field out for an implicit prompt)"),
-    "unknown_role": ({"prompt": [chat("customer", "Hi")], "chosen": [chat("assistant", "Hello!")],
-                      "rejected": [chat("assistant", "What.")]},
-                     "field 'prompt', message 1: unknown role 'customer' (expected one of system, developer, user, "
-                     "assistant, tool, ipython)"),
-    "missing_content": ({"prompt": [chat("user", "Hi")], "chosen": [{"role": "assistant"}],
-                         "rejected": [chat("assistant", "What.")]}, "field 'chosen', message 1: 'content' is missing"),
-    "answer_inside_the_prompt": ({"prompt": [chat("user", "Hi"), chat("assistant", "Hello!")],
-                                  "chosen": [chat("user", "Thanks")], "rejected": [chat("user", "Bye")]},
-                                 "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn"),
+    "null_prompt": (
+        {"prompt": None, "chosen": " yes", "rejected": " no"},
+        "field 'prompt' is null (leave the field out for an implicit prompt)",
+    ),
+    "unknown_role": (
+        {
+            "prompt": [chat("customer", "Hi")],
+            "chosen": [chat("assistant", "Hello!")],
+            "rejected": [chat("assistant", "What.")],
+        },
+        "field 'prompt', message 1: unknown role 'customer' (expected one of system, developer, user, "
+        "assistant, tool, ipython)",
+    ),
+    "missing_content": (
+        {"prompt": [chat("user", "Hi")], "chosen": [{"role": "assistant"}], "rejected": [chat("assistant", "What.")]},
+        "field 'chosen', message 1: 'content' is missing",
+    ),
+    "answer_inside_the_prompt": (
+        {
+            "prompt": [chat("user", "Hi"), chat("assistant", "Hello!")],
+            "chosen": [chat("user", "Thanks")],
+            "rejected": [chat("user", "Bye")],
+        },
+        "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn",
+    ),
     "implicit_prompt_ending_in_the_answer": (
-        {"chosen": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "A")],
-         "rejected": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "B")]},
-        "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn"),
-    "bad_margin": ({"prompt": "Hi", "chosen": " yes", "rejected": " no", "margin": "abc"},
-                   "field 'margin' must be a number, got 'abc'"),
+        {
+            "chosen": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "A")],
+            "rejected": [chat("user", "Hi"), chat("assistant", "Hello!"), chat("user", "B")],
+        },
+        "field 'chosen' starts with a 'user' message; the completion must be the assistant's turn",
+    ),
+    "bad_margin": (
+        {"prompt": "Hi", "chosen": " yes", "rejected": " no", "margin": "abc"},
+        "field 'margin' must be a number, got 'abc'",
+    ),
 }
 
 
@@ -142,24 +196,45 @@ def test_a_wrong_row_is_reported_with_its_line_never_guessed(preflight, workdir,
 def test_a_byte_that_is_not_utf8_is_located_and_skippable(preflight, workdir):
     """A byte-order mark (as Windows editors and spreadsheets save UTF-8) is not data: the first row is read."""
     good = b'{"prompt": "Is it in stock?", "chosen": " Yes, happily.", "rejected": " Yes."}\n'
-    (workdir / "bytes.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n' + good * 3)
+    (workdir / "bytes.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + good + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n' + good * 3
+    )
     result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "bytes.jsonl")
     assert result.code == 2
     where = "bytes.jsonl, line 2: not valid UTF-8 (byte 0xe9 at byte 16 of the line)"
     assert result.preflight_lines() == [f"preflight: error: {where}"]
-    skipped = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--data.train", "bytes.jsonl",
-                        "--data.on_bad_rows", "skip", "--data.batch_size", "2")
+    skipped = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        *QUICK,
+        "--data.train",
+        "bytes.jsonl",
+        "--data.on_bad_rows",
+        "skip",
+        "--data.batch_size",
+        "2",
+    )
     assert skipped.code == 0
-    assert (f"preflight: data: bytes.jsonl: 4 of 5 pairs kept, 1 bad rows skipped (first: {where})"
-            in skipped.preflight_lines())
+    assert (
+        f"preflight: data: bytes.jsonl: 4 of 5 pairs kept, 1 bad rows skipped (first: {where})"
+        in skipped.preflight_lines()
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    (["--data.tokenizer", "./no-tokenizer"], "tokenizer './no-tokenizer': no such folder"),
-    (["--model.model", "broken-model"], "broken-model/config.json, line 2: Expecting property name enclosed in double quotes: not a valid model config"),
-    (["--model.model", "someone/not-in-the-cache"], "model 'someone/not-in-the-cache' cannot be loaded ("),
-    (["--data.train", "broken.json"], "broken.json, line 3: invalid JSON (Expecting ',' delimiter)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--data.tokenizer", "./no-tokenizer"], "tokenizer './no-tokenizer': no such folder"),
+        (
+            ["--model.model", "broken-model"],
+            "broken-model/config.json, line 2: Expecting property name enclosed in double quotes: "
+            "not a valid model config",
+        ),
+        (["--model.model", "someone/not-in-the-cache"], "model 'someone/not-in-the-cache' cannot be loaded ("),
+        (["--data.train", "broken.json"], "broken.json, line 3: invalid JSON (Expecting ',' delimiter)"),
+    ],
+)
 def test_a_missing_or_broken_input_is_one_line_naming_it(preflight, workdir, override, message):
     (workdir / "broken-model").mkdir()
     (workdir / "broken-model" / "config.json").write_text('{"model_type": "llama",\n')
@@ -175,7 +250,10 @@ def test_a_truncated_checkpoint_is_one_line(preflight, workdir):
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
     whole = (workdir / "runs/dpo/version_0/checkpoints/last.ckpt").read_bytes()
     (workdir / "cut.ckpt").write_bytes(whole[: len(whole) // 2])
-    for args in (["export", "cut.ckpt", "out"], ["validate", "--config", "configs/dpo.yaml", "--ckpt_path", "cut.ckpt"]):
+    for args in (
+        ["export", "cut.ckpt", "out"],
+        ["validate", "--config", "configs/dpo.yaml", "--ckpt_path", "cut.ckpt"],
+    ):
         result = preflight(*args)
         assert result.code == 2 and result.preflight_lines()[-1].startswith("preflight: error: cut.ckpt: cannot read")
 
@@ -196,8 +274,10 @@ def test_a_full_disk_during_a_save_names_the_path_and_keeps_the_previous_checkpo
     monkeypatch.setattr(checkpointing.torch, "save", no_space)
     result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last")
     assert result.code == 2
-    assert result.preflight_lines()[-1] == (f"preflight: error: {last}: the checkpoint could not be written "
-                                            "(No space left on device); the previous one is unchanged")
+    assert result.preflight_lines()[-1] == (
+        f"preflight: error: {last}: the checkpoint could not be written "
+        "(No space left on device); the previous one is unchanged"
+    )
     monkeypatch.undo()
     assert torch.load(last, weights_only=True)["global_step"] == before
     assert not list(last.parent.glob(".*.tmp"))
@@ -239,8 +319,12 @@ def test_a_damaged_cache_entry_is_reported_and_rebuilt(preflight, workdir, tmp_p
         (entry / "ids.bin").write_bytes(good["ids.bin"][:100])
     result = preflight(*args)
     assert result.code == 0
-    reasons = {"swapped": "does not match its checksum (changed or damaged)", "emptied": "holds no pairs",
-               "foreign": "is not a preflight cache entry", "truncated": "does not match its checksum (changed or damaged)"}
+    reasons = {
+        "swapped": "does not match its checksum (changed or damaged)",
+        "emptied": "holds no pairs",
+        "foreign": "is not a preflight cache entry",
+        "truncated": "does not match its checksum (changed or damaged)",
+    }
     assert f"preflight: cache entry {entry} {reasons[damage]}: rebuilding it" in result.err
     assert {name: (entry / name).read_bytes() for name in good} == good  # rebuilt as it was
 
@@ -259,5 +343,7 @@ def test_damaged_precomputed_reference_values_are_rebuilt(preflight, workdir, tm
     entry.write_text(json.dumps(bad))
     result = preflight(*args, "--trainer.default_root_dir", tmp_path / "second")
     assert result.code == 0
-    assert f"preflight: cache entry {entry} does not match its checksum (changed or damaged): rebuilding it" in result.err
+    assert (
+        f"preflight: cache entry {entry} does not match its checksum (changed or damaged): rebuilding it" in result.err
+    )
     assert json.loads(entry.read_text())["payload"] == good["payload"]

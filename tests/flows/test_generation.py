@@ -20,5 +20,7 @@ def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     mean_reward = sum(float(r["policy_reward"]) for r in final) / 8
     assert float(gen[-1]["val/gen/reward"]) == pytest.approx(mean_reward, abs=1e-5)
     plot = preflight("plot", "runs/dpo")
-    assert any("generation.png (val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
-               for line in plot.preflight_lines())
+    assert any(
+        "generation.png (val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
+        for line in plot.preflight_lines()
+    )

@@ -39,7 +39,9 @@ def test_a_folder_of_data_files_loads_through_load_dataset(tmp_path, expected):
     assert len(dm.dataset("val")) == 5  # val_split defaults to "test"
 
 
-@pytest.mark.parametrize("hub_id", ["trl-lib/ultrafeedback_binarized", "allenai/llama-3.1-tulu-3-8b-preference-mixture"])
+@pytest.mark.parametrize(
+    "hub_id", ["trl-lib/ultrafeedback_binarized", "allenai/llama-3.1-tulu-3-8b-preference-mixture"]
+)
 def test_hub_ids_go_to_load_dataset_with_split_and_subset(monkeypatch, expected, hub_id):
     calls = []
 
@@ -63,8 +65,9 @@ def test_the_shipped_ultrafeedback_config_reads_its_hub_id(monkeypatch):
     from preflight.cli import build_cli
 
     monkeypatch.chdir(ROOT)
-    config = build_cli(["--config", str(ROOT / "configs/smollm2_ultrafeedback_dpo.yaml")], run=False,
-                       cli_class=ParseOnly).config
+    config = build_cli(
+        ["--config", str(ROOT / "configs/smollm2_ultrafeedback_dpo.yaml")], run=False, cli_class=ParseOnly
+    ).config
     source = Source(config.data.train, config.data.split)
     assert source.kind() == "hub" and source.spec == "trl-lib/ultrafeedback_binarized"
 

@@ -9,7 +9,7 @@ import torch
 import preflight.losses.registry as registry
 from preflight.losses import LossInputs, get_loss
 
-GOOD = '''
+GOOD = """
 import torch.nn.functional as F
 from preflight.losses import PreferenceLoss, LossOutput, register_loss
 
@@ -19,7 +19,7 @@ class GoodPluginLoss(PreferenceLoss):
     def compute(self, x):
         losses = -F.logsigmoid(x.policy_chosen_logps - x.policy_rejected_logps)
         return LossOutput(losses.mean(), losses)
-'''
+"""
 
 
 class FakeDistribution:
@@ -40,8 +40,12 @@ def plugins(tmp_path, monkeypatch):
 
 
 def test_a_broken_plugin_breaks_nothing_else(plugins):
-    x = LossInputs(policy_chosen_logps=torch.tensor([-3.0]), policy_rejected_logps=torch.tensor([-4.0]),
-                   reference_chosen_logps=torch.tensor([-3.0]), reference_rejected_logps=torch.tensor([-3.0]))
+    x = LossInputs(
+        policy_chosen_logps=torch.tensor([-3.0]),
+        policy_rejected_logps=torch.tensor([-4.0]),
+        reference_chosen_logps=torch.tensor([-3.0]),
+        reference_rejected_logps=torch.tensor([-3.0]),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dpo = get_loss("dpo", beta=1.0)
@@ -50,13 +54,15 @@ def test_a_broken_plugin_breaks_nothing_else(plugins):
     assert dpo(x).loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(1.0)).item())
     assert good(x).loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(1.0)).item())
     messages = [str(w.message) for w in caught if "plugin" in str(w.message)]
-    assert messages == ["preflight: loss plugin not loaded: entry point 'broken' = broken_plugin (broken-losses-dist): "
-                        "ModuleNotFoundError: No module named 'a_package_that_is_not_installed'"]
+    assert messages == [
+        "preflight: loss plugin not loaded: entry point 'broken' = broken_plugin (broken-losses-dist): "
+        "ModuleNotFoundError: No module named 'a_package_that_is_not_installed'"
+    ]
     with pytest.raises(ValueError, match="Plugins that failed to load: entry point 'broken'"):
         get_loss("from_the_broken_plugin")
 
 
-MY_LOSSES = '''
+MY_LOSSES = """
 import torch.nn.functional as F
 from preflight.losses import PreferenceLoss, LossOutput, register_loss
 
@@ -71,12 +77,18 @@ class MarginDPO(PreferenceLoss):
         rho_l = x.policy_rejected_logps - x.reference_rejected_logps
         losses = -F.logsigmoid(self.beta * (rho_w - rho_l) - self.gamma)
         return LossOutput(losses.mean(), losses, (self.beta * rho_w).detach(), (self.beta * rho_l).detach())
-'''
+"""
 
 
-@pytest.mark.parametrize("how", [["--imports", "my_losses_here", "--model.loss", "mdpo_here"],
-                                 ["--imports", "my_losses_here.py", "--model.loss", "{name: margin_dpo_here, gamma: 1.0}"],
-                                 ["--model.loss", '{"class_path": "my_losses_here.MarginDPO"}']], ids=["name", "file", "class_path"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["--imports", "my_losses_here", "--model.loss", "mdpo_here"],
+        ["--imports", "my_losses_here.py", "--model.loss", "{name: margin_dpo_here, gamma: 1.0}"],
+        ["--model.loss", '{"class_path": "my_losses_here.MarginDPO"}'],
+    ],
+    ids=["name", "file", "class_path"],
+)
 def test_a_loss_in_your_own_file_works_from_the_command(preflight, workdir, monkeypatch, how):
     from tests.flows.conftest import QUICK
 
@@ -91,5 +103,6 @@ def test_a_loss_in_your_own_file_works_from_the_command(preflight, workdir, monk
 def test_an_unknown_import_is_one_line(preflight):
     result = preflight("fit", "--config", "configs/dpo.yaml", "--imports", "no_such_module_here")
     assert result.code == 2
-    assert result.preflight_lines()[-1] == ("preflight: error: imports: cannot import 'no_such_module_here' "
-                                            "(No module named 'no_such_module_here')")
+    assert result.preflight_lines()[-1] == (
+        "preflight: error: imports: cannot import 'no_such_module_here' (No module named 'no_such_module_here')"
+    )

@@ -34,15 +34,26 @@ def test_resuming_on_other_data_of_the_same_size_is_refused(preflight, workdir):
     assert result.preflight_lines()[-1] == (
         "preflight: error: reference: precomputed: the train reference log-probs in this checkpoint were computed on "
         "other train data, and the policy has trained since, so they cannot be recomputed: use the data the run "
-        "started with, or start a new run")
+        "started with, or start a new run"
+    )
     assert table(ckpt) == before
     assert preflight(*common, "--data.train", a, "--trainer.max_steps", "4", "--ckpt_path", "last").code == 0
 
 
 def test_a_lora_run_recomputes_the_reference_for_new_data(preflight, workdir, tmp_path):
     a, b = write(workdir / "a.jsonl", ROWS), write(workdir / "b.jsonl", swapped(ROWS))
-    common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--model.reference", "precomputed",
-              "--model.peft", "{r: 4, lora_alpha: 8}", "--model.learning_rate", "0.01"]
+    common = [
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        *QUICK,
+        "--model.reference",
+        "precomputed",
+        "--model.peft",
+        "{r: 4, lora_alpha: 8}",
+        "--model.learning_rate",
+        "0.01",
+    ]
     assert preflight(*common, "--data.train", a).code == 0
     on_a = table(workdir / "runs/dpo_lora/version_0/checkpoints/last.ckpt")
     assert preflight(*common, "--data.train", b, "--trainer.max_steps", "4", "--ckpt_path", "last").code == 0

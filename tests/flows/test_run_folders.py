@@ -16,8 +16,15 @@ def metrics_rows(version_dir: Path) -> list[dict]:
 
 def test_a_test_run_writes_nothing_into_the_checkout(preflight, tmp_path):
     before = sorted(p.name for p in ROOT.iterdir())
-    result = preflight("fit", "--config", ROOT / "configs" / "dpo.yaml", "--trainer.fast_dev_run", "1",
-                       "--trainer.default_root_dir", tmp_path / "elsewhere")
+    result = preflight(
+        "fit",
+        "--config",
+        ROOT / "configs" / "dpo.yaml",
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.default_root_dir",
+        tmp_path / "elsewhere",
+    )
     assert result.code == 0
     assert sorted(p.name for p in ROOT.iterdir()) == before
     assert not (tmp_path / "runs").exists()
@@ -33,8 +40,17 @@ def test_each_run_gets_its_own_version_and_last_resolves_to_the_newest(preflight
     step = lambda v: torch.load(workdir / "runs/dpo" / v / "checkpoints/last.ckpt", weights_only=True)["global_step"]  # noqa: E731
     assert (step("version_0"), step("version_1")) == (2, 3)
     # validate "last" is the newest run (3 steps), and logs into that run's own folder
-    result = preflight("validate", "--config", "configs/dpo.yaml", "--data.val", "assets/data/val.jsonl",
-                       "--ckpt_path", "last", "--trainer.limit_val_batches", "2")
+    result = preflight(
+        "validate",
+        "--config",
+        "configs/dpo.yaml",
+        "--data.val",
+        "assets/data/val.jsonl",
+        "--ckpt_path",
+        "last",
+        "--trainer.limit_val_batches",
+        "2",
+    )
     assert result.code == 0
     assert sorted(p.name for p in (workdir / "runs" / "dpo").iterdir()) == ["version_0", "version_1"]
     assert (workdir / "runs/dpo/version_1/validate_config.yaml").is_file()
@@ -44,8 +60,18 @@ def test_each_run_gets_its_own_version_and_last_resolves_to_the_newest(preflight
 
 def test_resume_continues_in_the_same_folder_and_metrics_file(preflight, workdir):
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.log_every_n_steps", "1").code == 0
-    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.log_every_n_steps", "1",
-                       "--trainer.max_steps", "4", "--ckpt_path", "last")
+    result = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        *QUICK,
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.max_steps",
+        "4",
+        "--ckpt_path",
+        "last",
+    )
     assert result.code == 0
     assert [p.name for p in (workdir / "runs" / "dpo").iterdir()] == ["version_0"]
     steps = [int(r["step"]) for r in metrics_rows(workdir / "runs/dpo/version_0") if r.get("train/loss")]
@@ -58,15 +84,28 @@ def test_folders_follow_overrides_and_a_different_loss_is_refused_on_resume(pref
     assert (workdir / "runs" / "ipo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert not (workdir / "runs" / "dpo").exists()
     ipo_ckpt = workdir / "runs/ipo/version_0/checkpoints/last.ckpt"
-    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", ipo_ckpt)
+    result = preflight(
+        "fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", ipo_ckpt
+    )
     assert result.code == 2
     assert result.preflight_lines() == [
         "preflight: data: train assets/data/val.jsonl (200 pairs), val assets/data/val.jsonl (200 pairs)",
         f"preflight: error: {ipo_ckpt} was trained with loss.name='ipo', this config sets 'dpo' "
-        "(--allow_changed_config true to use it anyway)"]
+        "(--allow_changed_config true to use it anyway)",
+    ]
     assert torch.load(ipo_ckpt, weights_only=True)["global_step"] == 2  # untouched
-    allowed = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", ipo_ckpt,
-                        "--allow_changed_config", "true")
+    allowed = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        *QUICK,
+        "--trainer.max_steps",
+        "3",
+        "--ckpt_path",
+        ipo_ckpt,
+        "--allow_changed_config",
+        "true",
+    )
     assert allowed.code == 0
 
 
@@ -74,8 +113,19 @@ def test_your_own_small_dataset_works_with_the_shipped_config(preflight, workdir
     rows = [json.loads(line) for line in open(ROOT / "assets/data/train.jsonl")][:120]
     (workdir / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # 120 pairs at batch 16 are 8 batches an epoch, fewer than the config's val_check_interval (50)
-    result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "mine.jsonl", "--trainer.max_steps", "9",
-                       "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false")
+    result = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        "--data.train",
+        "mine.jsonl",
+        "--trainer.max_steps",
+        "9",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     assert result.code == 0, result.err[-2000:]
     lines = result.preflight_lines()
     assert lines[0] == "preflight: data: train mine.jsonl (120 pairs), val assets/data/val.jsonl (200 pairs)"
@@ -83,8 +133,9 @@ def test_your_own_small_dataset_works_with_the_shipped_config(preflight, workdir
 
 
 def test_fit_ends_with_a_validation_of_the_final_weights(preflight, workdir):
-    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3",
-                       "--trainer.log_every_n_steps", "1")
+    result = preflight(
+        "fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1"
+    )
     assert result.code == 0
     summary = [line for line in result.out.splitlines() if "final validation" in line]
     assert len(summary) == 1 and summary[0].strip().startswith("final validation (step 3): ")
@@ -102,7 +153,6 @@ def test_trust_remote_code_alone_is_one_setting(preflight, workdir):
     assert "trust_remote_code: true" in hparams
 
 
-
 def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, workdir):
     """The issue's reproduction: a finished run, then a run with the user's own `ModelCheckpoint` killed with
     SIGKILL, then ``--ckpt_path last`` resumes the killed run's checkpoint (not the finished run's), saying so;
@@ -112,14 +162,27 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
     import sys
 
     common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "6"]
-    own = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-           "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_last=true",
-           "--trainer.callbacks.dirpath=ckpt"]
+    own = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=2",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.dirpath=ckpt",
+    ]
     assert preflight(*common).code == 0
-    killed = subprocess.run([str(Path(sys.executable).parent / "preflight"), *common, *own,
-                             "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=5"],
-                            cwd=workdir, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    killed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "preflight"),
+            *common,
+            *own,
+            "--trainer.callbacks+=tests.helpers.KillAt",
+            "--trainer.callbacks.step=5",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert torch.load(workdir / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
 
@@ -134,8 +197,10 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
     again = preflight(*common, *own, "--ckpt_path", "last")
     assert again.code == 0, again.err[-2000:]
     lines = again.preflight_lines()
-    assert any(line.startswith("preflight: ") and "already reached max_steps=6 (step 6): nothing to train" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("preflight: ") and "already reached max_steps=6 (step 6): nothing to train" in line
+        for line in lines
+    ), lines
     assert not any("fit finished" in line or "resuming" in line for line in lines)
     assert sorted(p.name for p in (workdir / "runs" / "dpo").iterdir()) == versions  # no new run folder
 
@@ -151,10 +216,19 @@ def test_temporary_stores_go_with_their_run_even_a_killed_one(preflight, workdir
     scratch = workdir / "tmp"
     scratch.mkdir()
     common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.use_cache", "false"]
-    killed = subprocess.run([str(Path(sys.executable).parent / "preflight"), *common,
-                             "--trainer.callbacks+=tests.helpers.KillAt", "--trainer.callbacks.step=1"],
-                            cwd=workdir, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)})
+    killed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "preflight"),
+            *common,
+            "--trainer.callbacks+=tests.helpers.KillAt",
+            "--trainer.callbacks.step=1",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     left = sorted(p.name for p in scratch.glob("preflight-split-*"))
     assert len(left) == 2  # the train and val stores of the killed run

@@ -28,8 +28,16 @@ def test_bf16_mixed_logps_are_float32_and_match_fp32():
 def test_bf16_mixed_training_learns_on_gpu():
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), val=str(VAL), batch_size=16)
     module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-3)
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=40, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, val_check_interval=40)
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=40,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        val_check_interval=40,
+    )
     trainer.fit(module, data)
     assert float(trainer.callback_metrics["val/rewards/accuracies"]) >= 0.9
 
@@ -44,10 +52,27 @@ def test_fsdp_strategy_parses_and_runs_from_the_example_config(tmp_path):
 
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "preflight"), "fit", "--config", str(ROOT / "configs" / "dpo.yaml"),
-         "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.strategy", "fsdp",
-         "--trainer.max_steps", "3", "--trainer.precision", "bf16-mixed"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        [
+            str(Path(sys.executable).parent / "preflight"),
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "dpo.yaml"),
+            "--trainer.accelerator",
+            "gpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "fsdp",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.precision",
+            "bf16-mixed",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -70,8 +95,10 @@ def test_compiled_flex_attention_block_masks_have_the_plain_values_and_gradients
 
     batch = {k: v.cuda() for k, v in batch_of(random_pairs(6, seed=5)).items()}
     results = {}
-    for attention, kwargs in (("eager", dict(fused_lm_head="off", shared_prompt="off", padding_free="off")),
-                              ("flex_attention", dict(max_tokens_per_row=64))):
+    for attention, kwargs in (
+        ("eager", dict(fused_lm_head="off", shared_prompt="off", padding_free="off")),
+        ("flex_attention", dict(max_tokens_per_row=64)),
+    ):
         module = PreferenceModule(tiny_model(arch, attention), reference="none", loss="simpo", **kwargs)
         module.configure_model()
         module.policy.cuda()
@@ -87,9 +114,15 @@ def test_flash_attention_packed_row_has_the_plain_values_and_gradients():
     batch = {k: v.cuda() for k, v in batch_of(random_pairs(6, seed=6)).items()}
     results = {}
     for attention in ("sdpa", "flash_attention_2"):
-        module = PreferenceModule(str(TINY_MODEL), reference="none", loss="simpo", model_dtype="bfloat16",
-                                  shared_prompt="off", fused_lm_head="off",
-                                  padding_free="auto" if attention != "sdpa" else "off")
+        module = PreferenceModule(
+            str(TINY_MODEL),
+            reference="none",
+            loss="simpo",
+            model_dtype="bfloat16",
+            shared_prompt="off",
+            fused_lm_head="off",
+            padding_free="auto" if attention != "sdpa" else "off",
+        )
         module.configure_model()
         module.policy.config._attn_implementation = attention
         module._paths.clear()
@@ -118,9 +151,17 @@ def test_fsdp_strategy_runs_the_fused_head_inside_the_root_unit():
                 record.append(float(outputs["loss"]))
 
         strategy = L.pytorch.strategies.FSDPStrategy(auto_wrap_policy=ModuleWrapPolicy({LlamaDecoderLayer}))
-        trainer = L.Trainer(accelerator="gpu", devices=1, strategy=strategy, max_steps=4, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, callbacks=[Record()],
-                            limit_val_batches=0)
+        trainer = L.Trainer(
+            accelerator="gpu",
+            devices=1,
+            strategy=strategy,
+            max_steps=4,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=[Record()],
+            limit_val_batches=0,
+        )
         trainer.fit(module, data)
         losses[fused] = record
     assert len(losses["on"]) == 4

@@ -23,8 +23,15 @@ def test_contract(name):
     check_loss(name, **HYPERPARAMETERS.get(loss_class(name).__name__, {}))
 
 
-@pytest.mark.parametrize("options", [{"label_smoothing": 0.1}, {"divergence": "forward_kl"},
-                                     {"divergence": "js_divergence"}, {"divergence": "alpha_divergence"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"label_smoothing": 0.1},
+        {"divergence": "forward_kl"},
+        {"divergence": "js_divergence"},
+        {"divergence": "alpha_divergence"},
+    ],
+)
 def test_contract_dpo_options(options):
     check_loss("dpo", **options)
 
@@ -41,7 +48,8 @@ def test_the_contract_catches_a_broken_loss():
 
         def compute(self, inputs):
             h = (inputs.policy_chosen_logps - inputs.reference_chosen_logps) - (
-                inputs.policy_rejected_logps - inputs.reference_rejected_logps)
+                inputs.policy_rejected_logps - inputs.reference_rejected_logps
+            )
             losses = -torch.log(torch.sigmoid(0.1 * h))
             return LossOutput(losses.mean(), losses)
 

@@ -8,24 +8,29 @@ import torch
 from preflight.losses import LossInputs, get_loss
 
 # Three hand-written pairs: policy/reference log-probs, completion lengths, reward scores.
-PC = [-12.0, -30.5, -4.25]   # policy chosen
-PR = [-15.0, -28.0, -9.75]   # policy rejected
-RC = [-13.5, -29.0, -4.0]    # reference chosen
-RR = [-14.0, -29.5, -8.0]    # reference rejected
-LC = [6, 20, 2]              # |y_w|
-LR = [8, 17, 5]              # |y_l|
-RW = [1.5, -0.25, 0.75]      # reward-model score, chosen
-RL = [0.5, 0.5, 2.0]         # reward-model score, rejected
+PC = [-12.0, -30.5, -4.25]  # policy chosen
+PR = [-15.0, -28.0, -9.75]  # policy rejected
+RC = [-13.5, -29.0, -4.0]  # reference chosen
+RR = [-14.0, -29.5, -8.0]  # reference rejected
+LC = [6, 20, 2]  # |y_w|
+LR = [8, 17, 5]  # |y_l|
+RW = [1.5, -0.25, 0.75]  # reward-model score, chosen
+RL = [0.5, 0.5, 2.0]  # reward-model score, rejected
 MARGIN = [0.0, 1.0, 0.5]
 
 
 def inputs(dtype=torch.float64) -> LossInputs:
     t = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
     return LossInputs(
-        policy_chosen_logps=t(PC), policy_rejected_logps=t(PR),
-        reference_chosen_logps=t(RC), reference_rejected_logps=t(RR),
-        chosen_lengths=torch.tensor(LC), rejected_lengths=torch.tensor(LR),
-        chosen_rewards=t(RW), rejected_rewards=t(RL), margin=t(MARGIN),
+        policy_chosen_logps=t(PC),
+        policy_rejected_logps=t(PR),
+        reference_chosen_logps=t(RC),
+        reference_rejected_logps=t(RR),
+        chosen_lengths=torch.tensor(LC),
+        rejected_lengths=torch.tensor(LR),
+        chosen_rewards=t(RW),
+        rejected_rewards=t(RL),
+        margin=t(MARGIN),
     )
 
 
@@ -65,7 +70,9 @@ def test_dpo_is_seed_eq7():
 
 def test_conservative_dpo():
     e = 0.2
-    assert_losses("dpo", expected_per_pair(lambda h, **_: -(1 - e) * logsig(B * h) - e * logsig(-B * h)), label_smoothing=e)
+    assert_losses(
+        "dpo", expected_per_pair(lambda h, **_: -(1 - e) * logsig(B * h) - e * logsig(-B * h)), label_smoothing=e
+    )
 
 
 def test_fdpo_forward_kl():
@@ -159,7 +166,9 @@ def test_discopop():
 
 
 def test_sigmoid_norm():
-    assert_losses("sigmoid_norm", expected_per_pair(lambda rho_w, rho_l, lc, lr, **_: -logsig(B * (rho_w / lc - rho_l / lr))))
+    assert_losses(
+        "sigmoid_norm", expected_per_pair(lambda rho_w, rho_l, lc, lr, **_: -logsig(B * (rho_w / lc - rho_l / lr)))
+    )
 
 
 def test_dpop():
@@ -172,7 +181,9 @@ def test_dpop():
 
 def test_length_regularized():
     a = 0.05
-    assert_losses("length_regularized", expected_per_pair(lambda h, lc, lr, **_: -logsig(B * h + a * (lc - lr))), alpha=a)
+    assert_losses(
+        "length_regularized", expected_per_pair(lambda h, lc, lr, **_: -logsig(B * h + a * (lc - lr))), alpha=a
+    )
 
 
 def test_simpo():
@@ -211,9 +222,9 @@ def test_bradley_terry_is_seed_eq2():
 def test_weighted_sum_mpo():
     terms = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft", "weight": 1.0}]
     expected = expected_per_pair(
-        lambda h, rho_w, rho_l, pc, lc, **_: 0.8 * -logsig(B * h)
-        + 0.2 * (-logsig(B * rho_w) - logsig(-B * rho_l))
-        + 1.0 * (-pc / lc)
+        lambda h, rho_w, rho_l, pc, lc, **_: (
+            0.8 * -logsig(B * h) + 0.2 * (-logsig(B * rho_w) - logsig(-B * rho_l)) + 1.0 * (-pc / lc)
+        )
     )
     out = assert_losses("weighted", expected, terms=terms)
     assert out.metrics["sft_loss"].item() == pytest.approx(sum(-p["pc"] / p["lc"] for p in pairs()) / 3)
@@ -224,7 +235,12 @@ def test_weighted_sum_mpo():
 def test_float32_arithmetic_under_bf16_inputs():
     out = get_loss("dpo")(inputs(torch.bfloat16))
     assert out.loss.dtype == torch.float32
-    bf = [round_bf16(v) for v in PC], [round_bf16(v) for v in PR], [round_bf16(v) for v in RC], [round_bf16(v) for v in RR]
+    bf = (
+        [round_bf16(v) for v in PC],
+        [round_bf16(v) for v in PR],
+        [round_bf16(v) for v in RC],
+        [round_bf16(v) for v in RR],
+    )
     expected = [-logsig(B * ((pc - rc) - (pr - rr))) for pc, pr, rc, rr in zip(*bf)]
     assert out.losses.tolist() == pytest.approx(expected, rel=1e-6)
 

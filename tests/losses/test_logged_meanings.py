@@ -13,8 +13,14 @@ LW, LL = 10, 1  # completion lengths: per token the rejected gained more, in sum
 
 def one_pair():
     t = lambda v: torch.tensor([v])  # noqa: E731
-    return LossInputs(policy_chosen_logps=t(PW), policy_rejected_logps=t(PL), reference_chosen_logps=t(RW),
-                      reference_rejected_logps=t(RL), chosen_lengths=torch.tensor([LW]), rejected_lengths=torch.tensor([LL]))
+    return LossInputs(
+        policy_chosen_logps=t(PW),
+        policy_rejected_logps=t(PL),
+        reference_chosen_logps=t(RW),
+        reference_rejected_logps=t(RL),
+        chosen_lengths=torch.tensor([LW]),
+        rejected_lengths=torch.tensor([LL]),
+    )
 
 
 @pytest.mark.parametrize("loss", [{"name": "ipo", "beta": 0.5}, {"name": "sigmoid_norm", "beta": 0.5}])
@@ -38,8 +44,12 @@ def test_orpo_logs_trls_log_odds_names():
 
 
 def test_a_loss_twice_in_a_weighted_sum_logs_both_terms():
-    out = build_loss({"name": "weighted", "terms": [{"name": "dpo", "beta": 0.1, "weight": 1.0},
-                                                    {"name": "dpo", "beta": 1.0, "weight": 0.5}]})(one_pair())
+    out = build_loss(
+        {
+            "name": "weighted",
+            "terms": [{"name": "dpo", "beta": 0.1, "weight": 1.0}, {"name": "dpo", "beta": 1.0, "weight": 0.5}],
+        }
+    )(one_pair())
     h = (PW - RW) - (PL - RL)
     assert out.metrics["dpo_1_loss"].item() == pytest.approx(math.log1p(math.exp(-0.1 * h)), rel=1e-5)
     assert out.metrics["dpo_2_loss"].item() == pytest.approx(math.log1p(math.exp(-1.0 * h)), rel=1e-5)

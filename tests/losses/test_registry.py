@@ -7,13 +7,43 @@ import torch
 
 import preflight.losses.registry as registry
 from preflight.losses import (
-    LossInputs, LossOutput, PreferenceLoss, available_losses, build_loss, get_loss, register_loss,
+    LossInputs,
+    LossOutput,
+    PreferenceLoss,
+    available_losses,
+    build_loss,
+    get_loss,
+    register_loss,
 )
 
 ISSUE_NAMES = [
-    "bradley_terry", "bt", "reward", "dpo", "sigmoid", "robust", "ipo", "hinge", "rso", "exo_pair",
-    "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
-    "sigmoid_norm", "dpop", "length_regularized", "simpo", "cpo", "orpo", "sft", "nll", "weighted",
+    "bradley_terry",
+    "bt",
+    "reward",
+    "dpo",
+    "sigmoid",
+    "robust",
+    "ipo",
+    "hinge",
+    "rso",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+    "dpop",
+    "length_regularized",
+    "simpo",
+    "cpo",
+    "orpo",
+    "sft",
+    "nll",
+    "weighted",
 ]
 
 
@@ -81,7 +111,11 @@ def test_unknown_hyperparameter_lists_valid_ones():
 
 
 def test_invalid_hyperparameter_values_are_rejected():
-    for name, hp in [("dpo", {"beta": 0.0}), ("robust", {"label_smoothing": 0.5}), ("exo_pair", {"label_smoothing": 0.0})]:
+    for name, hp in [
+        ("dpo", {"beta": 0.0}),
+        ("robust", {"label_smoothing": 0.5}),
+        ("exo_pair", {"label_smoothing": 0.0}),
+    ]:
         with pytest.raises(ValueError):
             get_loss(name, **hp)
 
@@ -113,7 +147,8 @@ def test_declared_needs_drive_what_a_module_computes():
 
 def test_entry_point_plugins_are_discovered_lazily(tmp_path, monkeypatch, scratch_registry):
     plugin = tmp_path / "my_plugin_losses.py"
-    plugin.write_text(textwrap.dedent('''
+    plugin.write_text(
+        textwrap.dedent("""
         import torch
         from preflight.losses import PreferenceLoss, LossOutput, register_loss
 
@@ -129,7 +164,8 @@ def test_entry_point_plugins_are_discovered_lazily(tmp_path, monkeypatch, scratc
             def compute(self, inputs):
                 losses = -2 * inputs.policy_chosen_logps
                 return LossOutput(losses.mean(), losses)
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [
         EntryPoint("module_plugin", "my_plugin_losses", registry.ENTRY_POINT_GROUP),

@@ -37,7 +37,8 @@ def test_every_path_equals_the_naive_computation(fused, packed):
     with torch.no_grad():
         got = m._logps(m.policy, batch_of(pairs), fused, packed)
     naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
-        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs]
+        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs
+    ]
     assert got.tolist() == pytest.approx(naive, abs=1e-5)
 
 
@@ -61,15 +62,20 @@ def test_auto_picks_both_fast_paths_for_llama_and_off_turns_them_off():
     m = module()
     path = m.path_for(m.policy)
     assert (path.fused, path.shared) == (True, True)
-    quadratic = ("sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
-                 "flash_attention_2 take packed rows; set on to pack anyway)")
-    assert m.describe_paths() == ("log-probs: fused lm_head on (plain logits), shared prompt on (full attention), "
-                                  f"padding-free off ({quadratic}); rows over 4096 tokens go unshared "
-                                  "(dense_mask_max_length)")
+    quadratic = (
+        "sdpa would need a dense mask over each packed row, quadratic in its length (flex_attention or "
+        "flash_attention_2 take packed rows; set on to pack anyway)"
+    )
+    assert m.describe_paths() == (
+        "log-probs: fused lm_head on (plain logits), shared prompt on (full attention), "
+        f"padding-free off ({quadratic}); rows over 4096 tokens go unshared "
+        "(dense_mask_max_length)"
+    )
     assert m.hparams["logps_path"]["shared_prompt"] is True and m.hparams["logps_path"]["padding_free"] is False
     off = module(fused_lm_head="off", shared_prompt="off", padding_free="off")
-    assert off.describe_paths() == ("log-probs: fused lm_head off (off as set), shared prompt off (off as set), "
-                                    "padding-free off (off as set)")
+    assert off.describe_paths() == (
+        "log-probs: fused lm_head off (off as set), shared prompt off (off as set), padding-free off (off as set)"
+    )
 
 
 def test_a_peft_policy_and_its_disabled_adapter_take_the_same_decided_paths():
@@ -86,7 +92,8 @@ def test_rows_longer_than_the_dense_mask_limit_take_separate_rows(monkeypatch):
     with torch.no_grad():
         got = m.completion_logps(m.policy, batch)
     naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
-        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs]
+        naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs
+    ]
     assert got.tolist() == pytest.approx(naive, abs=1e-5)
     monkeypatch.undo()
     within = module(dense_mask_max_length=longest)

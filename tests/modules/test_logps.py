@@ -12,12 +12,17 @@ def test_plain_and_fused_paths_equal_the_naive_computation():
     pairs = random_pairs(5)
     batch = batch_of(pairs)
     naive = [naive_sequence_logps(model, p.prompt_ids, p.chosen_ids) for p in pairs] + [
-        naive_sequence_logps(model, p.prompt_ids, p.rejected_ids) for p in pairs]
+        naive_sequence_logps(model, p.prompt_ids, p.rejected_ids) for p in pairs
+    ]
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         plain = logps_from_logits(logits, batch["input_ids"], batch["completion_mask"])
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        fused = logps_from_hidden(hidden, model.get_output_embeddings(), batch["input_ids"], batch["completion_mask"], chunk_size=7)
+        hidden = model.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        fused = logps_from_hidden(
+            hidden, model.get_output_embeddings(), batch["input_ids"], batch["completion_mask"], chunk_size=7
+        )
     assert plain.dtype == fused.dtype == torch.float32
     assert plain.tolist() == pytest.approx(naive, abs=1e-5)
     assert fused.tolist() == pytest.approx(naive, abs=1e-5)
@@ -32,7 +37,9 @@ def test_fused_path_gradients_equal_the_plain_path():
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         if fused:
             hidden = model.get_decoder()(**kwargs).last_hidden_state
-            logps = logps_from_hidden(hidden, model.get_output_embeddings(), batch["input_ids"], batch["completion_mask"], chunk_size=5)
+            logps = logps_from_hidden(
+                hidden, model.get_output_embeddings(), batch["input_ids"], batch["completion_mask"], chunk_size=5
+            )
         else:
             logps = logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
         (logps * torch.linspace(-1, 1, logps.shape[0])).sum().backward()
@@ -46,5 +53,8 @@ def test_bf16_logits_give_float32_logps():
     ids = torch.randint(0, 11, (2, 5))
     mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
     out = logps_from_logits(logits, ids, mask)
-    expected = [sum(torch.log_softmax(logits[r, t - 1].double(), -1)[ids[r, t]].item() for t in range(5) if mask[r, t]) for r in range(2)]
+    expected = [
+        sum(torch.log_softmax(logits[r, t - 1].double(), -1)[ids[r, t]].item() for t in range(5) if mask[r, t])
+        for r in range(2)
+    ]
     assert out.dtype == torch.float32 and out.tolist() == pytest.approx(expected, abs=1e-4)

@@ -42,8 +42,15 @@ class PoisonOnStep(L.Callback):
 def fit(on_nonfinite, poison, steps=4):
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
     module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-2, on_nonfinite=on_nonfinite)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", callbacks=[poison])
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[poison],
+    )
     trainer.fit(module, data)
     return trainer, module
 
@@ -70,8 +77,15 @@ def test_error_leaves_the_weights_of_the_last_good_step():
 
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
     module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-2)
-    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", callbacks=[poison, Keep()])
+    trainer = L.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[poison, Keep()],
+    )
     with pytest.raises(NonFiniteError):
         trainer.fit(module, data)
     assert trainer.global_step == 2

@@ -18,11 +18,18 @@ def units(pairs, shared):
     for p in pairs:
         P, c, r = p.prompt_ids, p.chosen_ids, p.rejected_ids
         if shared:
-            out.append((P + c + r, list(range(len(P) + len(c))) + list(range(len(P), len(P) + len(r))),
-                        "p" * len(P) + "c" * len(c) + "r" * len(r)))
+            out.append(
+                (
+                    P + c + r,
+                    list(range(len(P) + len(c))) + list(range(len(P), len(P) + len(r))),
+                    "p" * len(P) + "c" * len(c) + "r" * len(r),
+                )
+            )
         else:
-            out += [(P + c, list(range(len(P + c))), "p" * len(P) + "c" * len(c)),
-                    (P + r, list(range(len(P + r))), "p" * len(P) + "c" * len(r))]
+            out += [
+                (P + c, list(range(len(P + c))), "p" * len(P) + "c" * len(c)),
+                (P + r, list(range(len(P + r))), "p" * len(P) + "c" * len(r)),
+            ]
     return out
 
 
@@ -72,8 +79,11 @@ def test_rows_hold_each_unit_once_with_its_positions(shared, budget):
 
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("budget", BUDGETS)
-@pytest.mark.parametrize("pattern", [None, AttentionPattern("sliding", 4), AttentionPattern("chunked", 5)],
-                         ids=["full", "sliding", "chunked"])
+@pytest.mark.parametrize(
+    "pattern",
+    [None, AttentionPattern("sliding", 4), AttentionPattern("chunked", 5)],
+    ids=["full", "sliding", "chunked"],
+)
 def test_dense_and_block_masks_equal_the_hand_built_mask(shared, budget, pattern):
     pairs = random_pairs(5, seed=22)
     rows = layout(batch_of(pairs), shared, budget)
@@ -89,8 +99,10 @@ def test_dense_and_block_masks_equal_the_hand_built_mask(shared, budget, pattern
     padded[:, :L, :L] = expected
     some = torch.zeros_like(padded)
     some[:, :L, :L] = expected
-    every, anything = (padded.view(R, n, block, n, block).all(dim=(2, 4)),
-                       some.view(R, n, block, n, block).any(dim=(2, 4)))
+    every, anything = (
+        padded.view(R, n, block, n, block).all(dim=(2, 4)),
+        some.view(R, n, block, n, block).any(dim=(2, 4)),
+    )
     for r in range(R):
         for q in range(n):
             full = set(block_mask.full_kv_indices[r, 0, q, : block_mask.full_kv_num_blocks[r, 0, q]].tolist())

@@ -40,9 +40,14 @@ def test_dpo_loss_from_the_module_equals_the_formula_on_naive_logps():
     pairs = random_pairs(3, seed=4)
     output, chosen, rejected = module.compute_loss(batch_of(pairs))
     naive = lambda m, which: torch.tensor([naive_sequence_logps(m, p.prompt_ids, getattr(p, which)) for p in pairs])  # noqa: E731
-    expected = get_loss("dpo", beta=0.2)(LossInputs(
-        naive(module.policy, "chosen_ids"), naive(module.policy, "rejected_ids"),
-        naive(module.reference_model, "chosen_ids"), naive(module.reference_model, "rejected_ids")))
+    expected = get_loss("dpo", beta=0.2)(
+        LossInputs(
+            naive(module.policy, "chosen_ids"),
+            naive(module.policy, "rejected_ids"),
+            naive(module.reference_model, "chosen_ids"),
+            naive(module.reference_model, "rejected_ids"),
+        )
+    )
     assert output.loss.item() == pytest.approx(expected.loss.item(), abs=1e-5)
     assert chosen.tolist() == pytest.approx(naive(module.policy, "chosen_ids").tolist(), abs=1e-4)
 
