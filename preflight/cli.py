@@ -38,6 +38,7 @@ from .checkpointing import AtomicCheckpointIO
 from .datamodules import PreferenceDataModule
 from .losses.registry import build_loss, load_entry_points
 from .modules import NonFiniteError, PreflightModule
+from .process_exit import close_process_group, closed_a_process_group, leave_process
 from .resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from .runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 
@@ -350,45 +351,13 @@ def export_main(argv: list[str]) -> None:
 
 class CommandCLI(PreflightCLI):
     """The CLI as the `preflight` command runs it: a distributed run's process group is closed as soon as the
-    subcommand ends (`close_process_group`), and the process then leaves through `leave_distributed_process`."""
+    subcommand ends, and the process then leaves through `process_exit.leave_process` (see `preflight.process_exit`)."""
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
         finally:
             close_process_group()
-
-
-_closed_process_groups: list[bool] = []  # set once this process closed a process group: how it must exit
-
-
-def close_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-        _closed_process_groups.append(True)
-
-
-def leave_distributed_process(status: int) -> None:
-    """End a process that ran a distributed fit without the interpreter's teardown.
-
-    `destroy_process_group` ends gloo's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) and the store's
-    (``pt_tcpstore_uv``) only once nothing holds the group any more, and after a DDP or FSDP2 fit the run's
-    objects (the trainer, the wrapped or sharded model) still do: the threads are seen running after it. They
-    then meet the interpreter's and C++'s teardown, which now and then aborts a finished run on a busy machine
-    (``terminate called without an active exception``, exit -6). So the process's own end-of-process work is
-    done here, in order (exit handlers: temporary stores, logging; then the standard streams), and it ends with
-    `os._exit`, which tears down nothing that a running thread could still touch."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed, or a closed pipe
-            pass
-    os._exit(status)
 
 
 def plot_main(argv: list[str]) -> None:
@@ -576,23 +545,23 @@ def run_command(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The `preflight` command; a process that ran a distributed fit leaves with its status through
-    `leave_distributed_process`."""
+    `process_exit.leave_process`."""
     try:
         run_command(argv)
     except SystemExit as exit_:
-        if not _closed_process_groups:
+        if not closed_a_process_group():
             raise
         if exit_.code is None or isinstance(exit_.code, int):
-            leave_distributed_process(exit_.code or 0)
+            leave_process(exit_.code or 0)
         print(exit_.code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
-        leave_distributed_process(EXIT_FAILED)
+        leave_process(EXIT_FAILED)
     except BaseException:
-        if not _closed_process_groups:
+        if not closed_a_process_group():
             raise
         traceback.print_exc()  # what the interpreter would print for a failure of the run itself
-        leave_distributed_process(EXIT_FAILED)
-    if _closed_process_groups:
-        leave_distributed_process(0)
+        leave_process(EXIT_FAILED)
+    if closed_a_process_group():
+        leave_process(0)
 
 
 if __name__ == "__main__":

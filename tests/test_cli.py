@@ -157,10 +157,10 @@ def test_the_installed_distribution_is_preflight_lightning_and_version_says_so(c
 LEAVE = """
 import atexit, sys
 from pathlib import Path
-from preflight.cli import leave_distributed_process
+from preflight.process_exit import leave_process
 atexit.register(lambda: Path(sys.argv[1]).write_text("exit handlers ran"))
 print("unflushed output", end="")  # a pipe is block-buffered: lost unless flushed before os._exit
-leave_distributed_process(3)
+leave_process(3)
 print("never reached")
 """
 

@@ -20,6 +20,7 @@ import torch.multiprocessing as mp  # noqa: E402
 
 from preflight import PreferenceModule  # noqa: E402
 from preflight.modules.models import is_fsdp2_unit, shard_fsdp2  # noqa: E402
+from preflight.process_exit import finish_distributed_process  # noqa: E402
 from tests.helpers import batch_of, random_pairs, tiny_causal_lm  # noqa: E402
 
 
@@ -64,8 +65,12 @@ def worker(rank: int, out: str) -> None:
         results = logps_and_grads(sharded=True)
         if rank == 0:
             torch.save({"sharded": results, "single": logps_and_grads(sharded=False)}, out)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # FSDP2 keeps gloo's threads alive past destroy_process_group: leave without the interpreter's teardown, which
+    # aborted this worker now and then (terminate called without an active exception)
+    finish_distributed_process()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from preflight import PreferenceDataModule, PreferenceModule  # noqa: E402
+from preflight.process_exit import finish_distributed_process  # noqa: E402
 from preflight.checkpointing import AtomicCheckpointIO  # noqa: E402
 
 
@@ -156,3 +157,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish_distributed_process()  # as a user's script ends a distributed fit (preflight.process_exit)
