@@ -153,14 +153,32 @@ def test_trust_remote_code_alone_is_one_setting(preflight, workdir):
     assert "trust_remote_code: true" in hparams
 
 
-def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, workdir):
-    """The issue's reproduction: a finished run, then a run with the user's own `ModelCheckpoint` killed with
-    SIGKILL, then ``--ckpt_path last`` resumes the killed run's checkpoint (not the finished run's), saying so;
-    once that run has reached max_steps, ``last`` says there is nothing to train and trains nothing."""
+def killed_at_step(step: int, workdir: Path, *args: str, **env: str) -> None:
+    """`preflight ARGS` in its own process, SIGKILLed at the end of optimizer step `step` (tests.helpers.KillAt)."""
     import os
     import subprocess
     import sys
 
+    killed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "preflight"),
+            *args,
+            "--trainer.callbacks+=tests.helpers.KillAt",
+            f"--trainer.callbacks.step={step}",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},  # tests.helpers importable
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+
+def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, workdir):
+    """The issue's reproduction: a finished run, then a run with the user's own `ModelCheckpoint` killed with
+    SIGKILL, then ``--ckpt_path last`` resumes the killed run's checkpoint (not the finished run's), saying so;
+    once that run has reached max_steps, ``last`` says there is nothing to train and trains nothing."""
     common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "6"]
     own = [
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
@@ -169,21 +187,7 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
         "--trainer.callbacks.dirpath=ckpt",
     ]
     assert preflight(*common).code == 0
-    killed = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "preflight"),
-            *common,
-            *own,
-            "--trainer.callbacks+=tests.helpers.KillAt",
-            "--trainer.callbacks.step=5",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    killed_at_step(5, workdir, *common, *own)
     assert torch.load(workdir / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 4
 
     resumed = preflight(*common, *own, "--ckpt_path", "last")
@@ -208,28 +212,12 @@ def test_last_is_the_newest_checkpoint_of_every_checkpoint_callback(preflight, w
 def test_temporary_stores_go_with_their_run_even_a_killed_one(preflight, workdir, monkeypatch):
     """``use_cache: false`` tokenizes into a temporary folder: a run removes its own at the end (teardown), and the
     folder of a run killed with SIGKILL is removed by the next run's start."""
-    import os
-    import subprocess
-    import sys
     import tempfile
 
     scratch = workdir / "tmp"
     scratch.mkdir()
     common = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--data.use_cache", "false"]
-    killed = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "preflight"),
-            *common,
-            "--trainer.callbacks+=tests.helpers.KillAt",
-            "--trainer.callbacks.step=1",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
-    )
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    killed_at_step(1, workdir, *common, TMPDIR=str(scratch))
     left = sorted(p.name for p in scratch.glob("preflight-split-*"))
     assert len(left) == 2  # the train and val stores of the killed run
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
