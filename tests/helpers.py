@@ -73,3 +73,25 @@ class KillAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def trl_dpo_trainer(rows, tokenizer, output_dir):
+    """TRL's DPOTrainer over `rows` (standard or conversational pairs) with the tiny model, no truncation: its
+    tokenized dataset and collator are what preflight's data is compared with. Skips where TRL is not installed."""
+    import copy
+
+    import pytest
+
+    pytest.importorskip("trl", reason="compares with TRL, which is not installed")
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_MODEL))
+    args = DPOConfig(output_dir=str(output_dir), report_to=[], max_length=None, use_cpu=True)
+    return DPOTrainer(
+        model=model,
+        ref_model=copy.deepcopy(model),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )

@@ -1,6 +1,5 @@
 """Exact tensors for hand-built pairs in each format, and truncation."""
 
-import pytest
 import torch
 
 from preflight.datamodules import PreferenceCollator, PreferenceDataModule
@@ -157,28 +156,14 @@ def test_val_fraction_is_seeded_and_disjoint():
 
 def test_token_ids_equal_trl_dpotrainer(tmp_path, tokenizer):
     """Standard-format pairs: the same ids and masks as TRL's DPOTrainer and its collator."""
-    import copy
     import json
 
-    from datasets import Dataset
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    pytest.importorskip("trl", reason="compares with TRL, which is not installed")
-    from trl import DPOConfig, DPOTrainer
-
-    from tests.conftest import TINY_MODEL, VAL
+    from tests.conftest import VAL
+    from tests.helpers import trl_dpo_trainer
 
     rows = [json.loads(line) for line in open(VAL)][:12]
     rows.append({"prompt": "Hi there", "chosen": " yes</s>", "rejected": "no way"})  # EOS present, no leading space
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_MODEL))
-    args = DPOConfig(output_dir=str(tmp_path), report_to=[], max_length=None, use_cpu=True)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=copy.deepcopy(model),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
+    trainer = trl_dpo_trainer(rows, tokenizer, tmp_path)
     theirs = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     ours = one_batch(module(rows, max_length=None))
     for key in ("input_ids", "attention_mask", "completion_mask"):

@@ -1,11 +1,10 @@
 """Multi-turn conversational pairs tokenize as TRL's DPOTrainer tokenizes them, with real chat templates."""
 
-import copy
 
 import pytest
 
 from preflight import PreferenceDataModule
-from tests.conftest import ASSETS, TOKENIZER, TINY_MODEL
+from tests.conftest import ASSETS, TOKENIZER
 
 TEMPLATES = sorted((ASSETS / "chat_templates").glob("*.jinja"))
 
@@ -38,23 +37,13 @@ ROWS = [
 
 
 def trl_tokenized(rows, tokenizer, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     pytest.importorskip("trl", reason="compares with TRL, which is not installed")
-    from trl import DPOConfig, DPOTrainer
     from trl.data_utils import extract_prompt
 
+    from tests.helpers import trl_dpo_trainer
+
     rows = [row if "prompt" in row else extract_prompt(row) for row in rows]  # TRL's own split of an implicit prompt
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(TINY_MODEL))
-    args = DPOConfig(output_dir=str(tmp_path), report_to=[], max_length=None, use_cpu=True)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=copy.deepcopy(model),
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
+    trainer = trl_dpo_trainer(rows, tokenizer, tmp_path)
     return [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in trainer.train_dataset]
 
 
