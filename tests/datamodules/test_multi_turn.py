@@ -1,6 +1,5 @@
 """Multi-turn conversational pairs tokenize as TRL's DPOTrainer tokenizes them, with real chat templates."""
 
-
 import pytest
 
 from preflight import PreferenceDataModule
