@@ -95,3 +95,19 @@ def trl_dpo_trainer(rows, tokenizer, output_dir):
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+
+
+def quiet_trainer(steps: int = 4, **kwargs):
+    """A plain Lightning `Trainer` on the CPU for `steps` optimizer steps, writing and printing nothing (no logger,
+    checkpoints, progress bar or summary): how the tests fit a module outside the command."""
+    import lightning as L
+
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )

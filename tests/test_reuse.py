@@ -9,23 +9,12 @@ from preflight import PreferenceDataModule, PreferenceModule, RewardModule
 from preflight.losses import LossOutput, PreferenceLoss, register_loss
 from preflight.metrics import STANDARD
 from tests.conftest import TINY_MODEL, TOKENIZER, TRAIN, VAL
-
-
-def trainer(steps=4, **kw):
-    return L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **kw,
-    )
+from tests.helpers import quiet_trainer
 
 
 def test_plain_trainer_logs_trl_metric_names():
     data = PreferenceDataModule(str(TOKENIZER), train=str(TRAIN), val=str(VAL), batch_size=8)
-    t = trainer(limit_val_batches=2, val_check_interval=4)
+    t = quiet_trainer(limit_val_batches=2, val_check_interval=4)
     t.fit(PreferenceModule(str(TINY_MODEL), loss="dpo"), data)
     for stage in ("train", "val"):
         for name in STANDARD:
@@ -59,7 +48,7 @@ class HandMadeData(L.LightningDataModule):
 
 def test_own_datamodule_with_the_documented_batch_format():
     module = PreferenceModule(str(TINY_MODEL), loss="dpo", learning_rate=1e-2)
-    t = trainer(steps=4)
+    t = quiet_trainer(steps=4)
     t.fit(module, HandMadeData())
     assert float(t.callback_metrics["train/rewards/margins"]) > 0  # it learned to prefer the chosen rows
 
@@ -81,7 +70,7 @@ def test_a_user_registered_loss_is_selected_by_name(monkeypatch):
 
     module = PreferenceModule(str(TINY_MODEL), loss="user_margin")
     assert isinstance(module.loss_fn, UserMargin) and module.reference_mode == "none"
-    trainer(steps=2).fit(module, HandMadeData())
+    quiet_trainer(steps=2).fit(module, HandMadeData())
 
 
 def test_precomputed_reference_matches_the_copy_and_holds_no_model():
@@ -95,7 +84,7 @@ def test_precomputed_reference_matches_the_copy_and_holds_no_model():
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 losses.append(float(outputs["loss"]))
 
-        trainer(steps=5, callbacks=[Record()]).fit(module, data)
+        quiet_trainer(steps=5, callbacks=[Record()]).fit(module, data)
         return module, data, losses
 
     precomputed, data, losses_pre = run("precomputed")
@@ -116,7 +105,7 @@ def test_reward_module_learns_the_rule_and_logs_accuracy():
     L.seed_everything(0)
     data = PreferenceDataModule(str(TOKENIZER), train=str(TRAIN), val=str(VAL), batch_size=16)
     module = RewardModule(str(TINY_MODEL), learning_rate=1e-3)
-    t = trainer(steps=40, val_check_interval=40)
+    t = quiet_trainer(steps=40, val_check_interval=40)
     t.fit(module, data)
     assert float(t.callback_metrics["val/rewards/accuracies"]) >= 0.9
     assert "val/rewards/margins" in t.callback_metrics and "val/logps/chosen" not in t.callback_metrics
@@ -142,7 +131,7 @@ def test_precomputed_reference_is_cached_on_disk(tmp_path, monkeypatch):
             return real(model, batch)
 
         module.completion_logps = counting
-        trainer(steps=1).fit(module, data)
+        quiet_trainer(steps=1).fit(module, data)
         return module
 
     first = run()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from preflight import PreferenceDataModule, PreferenceModule
 from tests.architectures.tiny import tiny_config
 from tests.conftest import VAL
+from tests.helpers import quiet_trainer
 
 PAIRS, STEPS, LR, BETA = 8, 4, 1e-3, 0.1
 ROWS = [json.loads(line) for line in open(VAL)][:PAIRS]
@@ -48,15 +49,7 @@ def preflight_losses(model, tokenizer):
         copy.deepcopy(model), loss={"name": "dpo", "beta": BETA}, learning_rate=LR, scheduler="constant"
     )
     data = PreferenceDataModule(tokenizer, train=ROWS, batch_size=PAIRS, max_length=None)
-    L.Trainer(
-        max_steps=STEPS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[Keep()],
-    ).fit(module, data)
+    quiet_trainer(STEPS, callbacks=[Keep()]).fit(module, data)
     return losses, module.path_for(module.policy), data
 
 

@@ -9,20 +9,8 @@ from preflight import PreferenceDataModule, PreferenceModule, RewardModule
 from preflight.callbacks import StepProgressBar
 from preflight.testing import check_loss
 from tests.conftest import TINY_MODEL, TOKENIZER, VAL
-from tests.helpers import tiny_causal_lm
+from tests.helpers import quiet_trainer, tiny_causal_lm
 from tests.modules.test_nonfinite_guard import PoisonOnStep
-
-
-def trainer(steps, **kwargs):
-    return L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **kwargs,
-    )
 
 
 def test_a_model_instance_is_registered_once_and_named_in_the_hyperparameters():
@@ -44,7 +32,7 @@ def test_reward_is_read_at_the_last_real_token_whatever_the_model_config_says():
     model = AutoModelForSequenceClassification.from_config(config)
     module = RewardModule(model, learning_rate=0.0)
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
-    trainer(1).fit(module, data)
+    quiet_trainer(1).fit(module, data)
     batch = data.collator(data.dataset("train").pairs[:4])
     assert module.model.config.pad_token_id == data.collator.pad_token_id == 0
     with torch.no_grad():
@@ -64,7 +52,7 @@ def test_a_skipped_step_does_not_advance_the_schedule():
 
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
     module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-2, on_nonfinite="skip", warmup_steps=10)
-    trainer(4, callbacks=[PoisonOnStep(step=1, value=float("nan")), RecordLR()]).fit(module, data)
+    quiet_trainer(4, callbacks=[PoisonOnStep(step=1, value=float("nan")), RecordLR()]).fit(module, data)
     # linear warm-up over 10 steps: 1e-3 per scheduler step; the poisoned second batch moves nothing
     assert [round(lr, 8) for lr in lrs] == [1e-3, 1e-3, 2e-3, 3e-3]
 

@@ -10,6 +10,7 @@ from preflight import PreferenceDataModule, PreferenceModule
 from preflight.losses import LossInputs
 from preflight.modules import NonFiniteError
 from tests.conftest import TINY_MODEL, TOKENIZER, VAL
+from tests.helpers import quiet_trainer
 
 
 class PoisonOnStep(L.Callback):
@@ -42,15 +43,7 @@ class PoisonOnStep(L.Callback):
 def fit(on_nonfinite, poison, steps=4):
     data = PreferenceDataModule(str(TOKENIZER), train=str(VAL), batch_size=4)
     module = PreferenceModule(str(TINY_MODEL), learning_rate=1e-2, on_nonfinite=on_nonfinite)
-    trainer = L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[poison],
-    )
+    trainer = quiet_trainer(steps, callbacks=[poison])
     trainer.fit(module, data)
     return trainer, module
 
