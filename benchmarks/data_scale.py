@@ -127,7 +127,7 @@ def _measured(setup, batches) -> dict:
 
 def measure_preflight(path: Path, tokenizer: Path, cache: Path, num_proc: int) -> dict:
     from preflight import PreferenceDataModule
-    from preflight.datamodules import load_tokenizer
+    from preflight.pretrained import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer))
 

@@ -139,7 +139,7 @@ def export_checkpoint(
     spec = tokenizer or (checkpoint.get("datamodule_hyper_parameters") or {}).get("tokenizer")
     loaded = None
     if spec:
-        from .datamodules import load_tokenizer
+        from .pretrained import load_tokenizer
 
         loaded = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     return export_module(module, out, loaded, merge_lora)

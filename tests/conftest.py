@@ -24,6 +24,6 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from preflight.datamodules import load_tokenizer
+    from preflight.pretrained import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER))

@@ -2,7 +2,7 @@
 
 from .collate import PreferenceCollator
 from .errors import PreferenceDataError
-from .preference import PreferenceDataModule, load_tokenizer
+from .preference import PreferenceDataModule
 from .sampler import PreferenceBatchSampler
 from .tokenization import TokenizedPair
 
@@ -12,5 +12,4 @@ __all__ = [
     "PreferenceDataError",
     "PreferenceDataModule",
     "TokenizedPair",
-    "load_tokenizer",
 ]

@@ -31,6 +31,8 @@ from .store import PairStore, PairStoreWriter, store_problem
 from .sampler import FlatBatchSampler, PreferenceBatchSampler
 from .scratch import new_scratch_folder
 from .sources import Source
+from ..pretrained import load_tokenizer
+from ..shipped import shipped_path
 from .tokenization import TokenizedPair, tokenizer_fingerprint
 
 log = logging.getLogger("preflight.data")
@@ -528,31 +530,8 @@ def _text_length(value: Any) -> int:
 def read_chat_template(spec: str) -> str:
     """A chat template from a ``.jinja`` file, or the template text itself."""
     if spec.endswith((".jinja", ".j2")) or "{" not in spec:
-        path = Path(spec)
+        path = Path(shipped_path(spec))
         if not path.is_file():
             raise PreferenceDataError(f"chat_template {spec!r}: file not found")
         return path.read_text(encoding="utf-8")
     return spec
-
-
-def load_tokenizer(spec: Any, trust_remote_code: bool = False):
-    """A tokenizer from an id, a path, or an instance; pad falls back to EOS."""
-    if isinstance(spec, Mapping) or spec is None:
-        raise PreferenceDataError(f"tokenizer: expected a Hugging Face id, a path or a tokenizer, got {spec!r}")
-    if isinstance(spec, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
-        from ..modules.models import looks_local
-
-        if looks_local(str(spec)) and not Path(spec).expanduser().is_dir():
-            raise PreferenceDataError(f"tokenizer {str(spec)!r}: no such folder")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(spec), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PreferenceDataError(f"tokenizer {str(spec)!r} cannot be loaded ({first})") from None
-    else:
-        tokenizer = spec
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..shipped import shipped_path
 from .errors import PreferenceDataError
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -37,12 +38,17 @@ class Source:
     subset: str | None = None
     streaming: bool = False
 
+    def __post_init__(self) -> None:
+        self.written = self.spec  # as the user wrote it: the name printed for this split
+        if isinstance(self.spec, (str, os.PathLike)):
+            self.spec = shipped_path(self.spec)  # a relative assets/... path that is not here: the shipped copy
+
     @property
     def name(self) -> str:
         if isinstance(self.spec, (list, tuple)):
             return "in-memory data"
-        if isinstance(self.spec, (str, os.PathLike)):
-            return str(self.spec)
+        if isinstance(self.written, (str, os.PathLike)):
+            return str(self.written)
         return type(self.spec).__name__
 
     def kind(self) -> str:

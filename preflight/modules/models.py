@@ -1,133 +1,20 @@
-"""Building the transformers models a module trains: from an id, a folder or an instance."""
+"""What a module does to the models it trains: LoRA adapters, FSDP2 sharding, and telling a wrapped model from its
+base (loading them is `preflight.pretrained`)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..errors import PreflightConfigError
-
-log = logging.getLogger("preflight.models")
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-DROPOUT_ATTRIBUTES = ("attention_dropout", "hidden_dropout", "dropout", "attn_dropout", "resid_dropout")
-
-
-class ModelLoadError(PreflightConfigError):
-    """A model that cannot be loaded; the message is one line naming the model."""
-
-
-def has_weights(folder: Path) -> bool:
-    return any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def looks_local(name: str) -> bool:
-    """A path rather than a Hub id ("owner/name"): it exists, starts like a path, or has more than one '/'."""
-    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-def check_model_path(spec: str) -> None:
-    """Fail early, with one line, on a local model folder that does not exist or whose config.json is broken."""
-    folder = Path(spec).expanduser()
-    if looks_local(spec) and not folder.is_dir():
-        raise ModelLoadError(f"model {spec!r}: no such folder")
-    config = folder / "config.json"
-    if folder.is_dir() and config.is_file():
-        import json
-
-        try:
-            json.loads(config.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
-            raise ModelLoadError(f"{config}, {where}: not a valid model config") from None
-
-
-def check_model_source(spec: str, trust_remote_code: bool = False) -> None:
-    """Read the model's config now (a folder, the local cache, or the Hub when online), so that a model that
-    cannot be had is reported before any run folder exists."""
-    check_model_path(spec)
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"model {spec!r} cannot be loaded ({_first_line(err)})") from None
-
-
-def load_model(
-    spec: Any,
-    auto_class: Any,
-    *,
-    trust_remote_code: bool = False,
-    init_seed: int = 0,
-    dtype: str | None = None,
-    attn_implementation: str | None = None,
-    **config_overrides: Any,
-) -> nn.Module:
-    """A model from a transformers instance, a local folder, or a Hub id.
-
-    A local folder with a config but no weights is built from the config with random
-    weights, deterministically from `init_seed` (the tiny models of tests and examples).
-    Dropout is switched off in the config (and in the modules, see `disable_dropout`).
-    """
-    if isinstance(spec, nn.Module):
-        return disable_dropout(spec)
-    from transformers import AutoConfig
-
-    name = str(spec)
-    local = Path(name)
-    check_model_path(name)
-    dtype_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    if attn_implementation:
-        dtype_kwargs["attn_implementation"] = attn_implementation
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **config_overrides)
-        for key, value in config.to_dict().items():
-            if "dropout" in key and isinstance(value, float):
-                setattr(config, key, 0.0)
-        if local.is_dir() and not has_weights(local):
-            log.info("model %s has no weights: building it from its config with seed %d", name, init_seed)
-            with _seeded(init_seed):
-                model = auto_class.from_config(config, trust_remote_code=trust_remote_code, **dtype_kwargs)
-        else:
-            model = auto_class.from_pretrained(name, config=config, trust_remote_code=trust_remote_code, **dtype_kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"model {name!r} cannot be loaded ({_first_line(err)})") from None
-    return disable_dropout(model)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+from ..pretrained import ModelLoadError, first_line
 
 
 def model_source(model: nn.Module) -> str:
     """What the saved hyperparameters record for a model passed as an instance: where it was loaded from,
     or its class when it was built in memory (then pass the instance again to load a checkpoint)."""
     config = getattr(unwrap_peft(model), "config", None)
-    return getattr(config, "_name_or_path", "") or f"<{type(unwrap_peft(model)).__name__} instance>"
-
-
-def disable_dropout(model: nn.Module) -> nn.Module:
-    """Dropout off everywhere: preference losses compare log-probs that dropout would make noisy."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        for attr in DROPOUT_ATTRIBUTES:
-            if isinstance(getattr(module, attr, None), float):
-                setattr(module, attr, 0.0)
-    return model
+    return getattr(config, "name_or_path", "") or f"<{type(unwrap_peft(model)).__name__} instance>"
 
 
 def apply_lora(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
@@ -138,7 +25,7 @@ def apply_lora(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
     try:
         config = LoraConfig(**settings)
     except TypeError as err:
-        raise ModelLoadError(f"peft: {_first_line(err)}") from None
+        raise ModelLoadError(f"peft: {first_line(err)}") from None
     return get_peft_model(model, config)
 
 

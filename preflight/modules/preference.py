@@ -19,13 +19,12 @@ from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
 from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
 from .packing import Layout, additive_mask, layout
+from ..pretrained import check_model_source, load_model
 from .models import (
     apply_lora,
-    check_model_source,
     inside_forward,
     is_fsdp2_unit,
     is_peft,
-    load_model,
     model_source,
     shard_fsdp2,
     unwrap_peft,

@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
-from .models import apply_lora, check_model_source, load_model, model_source, unwrap_peft
+from ..pretrained import check_model_source, load_model
+from .models import apply_lora, model_source, unwrap_peft
 
 
 class RewardModule(PreflightModule):

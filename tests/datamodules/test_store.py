@@ -11,7 +11,7 @@ import pytest
 
 import preflight.datamodules.preference as preference
 from preflight import PreferenceDataModule
-from preflight.datamodules import load_tokenizer
+from preflight.pretrained import load_tokenizer
 from preflight.datamodules.tokenization import tokenize_example, truncate
 from preflight.datamodules.formats import column_names, parse_example
 from preflight.datamodules.sources import Source

@@ -7,9 +7,9 @@ import pytest
 
 from preflight import PreferenceDataModule, PreferenceModule, RewardModule
 from preflight.evaluation import GenerationEval
-from preflight.experiments.bandit import BanditSettings
-from preflight.experiments.frontier import FrontierSettings
-from preflight.experiments.known_reward import KnownRewardTask
+from preflight.research.bandit import BanditSettings
+from preflight.research.frontier import FrontierSettings
+from preflight.research.known_reward import KnownRewardTask
 from preflight.losses import available_losses, loss_class
 from tests.flows.conftest import QUICK
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from preflight.experiments.bandit import Bandit, kl
+from preflight.research.bandit import Bandit, kl
 
 
 def rows(path):
@@ -82,7 +82,7 @@ def test_a_reward_loss_or_unknown_name_is_a_one_line_error(preflight, workdir):
 
 # ---------------------------------------------------------------------------------------------- the frontier
 def test_the_optimum_of_the_known_reward_task_is_the_formula_by_enumeration():
-    from preflight.experiments.known_reward import optimal_frontier
+    from preflight.research.known_reward import optimal_frontier
 
     rewards = [-3.0, -1.0, 0.0, 0.0, 2.0, 4.0]  # base-policy samples, each of probability 1/n
     for beta in (0.3, 1.0, 5.0):
@@ -101,7 +101,7 @@ def test_the_optimum_of_the_known_reward_task_is_the_formula_by_enumeration():
 def test_pairs_are_labelled_by_the_bradley_terry_model():
     import random
 
-    from preflight.experiments.known_reward import first_is_preferred
+    from preflight.research.known_reward import first_is_preferred
 
     rng, n = random.Random(0), 20000
     wins = sum(first_is_preferred(1.0, -1.0, rng) for _ in range(n)) / n

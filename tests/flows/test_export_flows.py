@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from preflight import PreferenceModule, RewardModule
-from preflight.datamodules import load_tokenizer
-from preflight.modules.models import load_model
+from preflight.pretrained import load_tokenizer
+from preflight.pretrained import load_model
 from tests.conftest import TINY_MODEL, TOKENIZER
 from tests.flows.conftest import QUICK
 

@@ -5,7 +5,7 @@ import torch
 
 from preflight import PreferenceModule
 from preflight.losses import LossInputs, get_loss
-from preflight.modules.models import ModelLoadError
+from preflight.pretrained import ModelLoadError
 from tests.conftest import TINY_MODEL
 from tests.helpers import batch_of, naive_sequence_logps, random_pairs
 

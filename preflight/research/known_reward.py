@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..rewards import politeness
+from ..shipped import shipped_path
 
 
 @dataclass
@@ -63,12 +64,11 @@ class KnownRewardTask:
         returns what was measured on the way (the base's fine-tuning loss, the rewards of its samples)."""
         from transformers import AutoModelForCausalLM
 
-        from ..datamodules.preference import load_tokenizer
-        from ..modules.models import load_model
+        from ..pretrained import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(self.tokenizer)  # with a padding token, as the data module has it
         model = load_model(self.model, AutoModelForCausalLM, init_seed=self.seed)
-        train = read_rows(Path(self.data) / "train.jsonl")
+        train = read_rows(Path(shipped_path(self.data)) / "train.jsonl")
         losses = finetune(
             model, tokenizer, train, self.base_epochs, self.base_learning_rate, self.base_batch_size, self.seed
         )
@@ -77,7 +77,7 @@ class KnownRewardTask:
         info = {"base_losses": losses}
         for split, rows, n in (
             ("train", train, self.train_pairs),
-            ("val", read_rows(Path(self.data) / "val.jsonl"), self.val_pairs),
+            ("val", read_rows(Path(shipped_path(self.data)) / "val.jsonl"), self.val_pairs),
         ):
             prompts = [row["prompt"] for row in rows[:n]]
             pairs = sample_pairs(model, tokenizer, prompts, self.max_new_tokens, seed=self.seed + (split == "val"))

@@ -17,7 +17,7 @@ while IPO's stays where β puts it (Azar et al. 2023, arXiv 2310.12036, §4).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -158,8 +158,9 @@ class BanditSettings:
     responses: int = 6
 
     @classmethod
-    def quick(cls, losses: tuple[str, ...] = ("dpo", "ipo")) -> "BanditSettings":
-        return cls(losses=losses, sizes=(100, 1000, 10000), seeds=1, steps=600, deterministic_steps=1500)
+    def quick(cls, **overrides) -> "BanditSettings":
+        """About 10 seconds: 3 sizes, 1 seed, fewer steps."""
+        return replace(cls(sizes=(100, 1000, 10000), seeds=1, steps=600, deterministic_steps=1500), **overrides)
 
 
 def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
