@@ -1,0 +1,6 @@
+"""The `preflight` command: one class per subcommand (`main.COMMANDS`), the Lightning ones in `lightning`."""
+
+from .lightning import CommandCLI, PreflightCLI, build_cli
+from .main import COMMANDS, main, run_command
+
+__all__ = ["COMMANDS", "CommandCLI", "PreflightCLI", "build_cli", "main", "run_command"]
