@@ -142,11 +142,10 @@ class GenerationEval(L.Callback):
         mine = [prompts[min(i, len(prompts) - 1)] for i in range(rank * share, (rank + 1) * share)]
         tokenizer = trainer.datamodule.tokenizer
         policy, reference = pl_module.policy, _reference_sampler(pl_module)
-        synced = world > 1 and getattr(pl_module, "_device_mesh", None) is not None  # FSDP2: forwards in step
+        synced = world > 1 and pl_module.device_mesh is not None  # FSDP2: forwards in step
         if self._reward_module is not None:
             self._reward_module.to(pl_module.device)
-            self._reward_module._pad_token_id = trainer.datamodule.collator.pad_token_id
-            self._reward_module._apply_pad_token_id(self._reward_module.model)
+            self._reward_module.use_pad_token_id(trainer.datamodule.collator.pad_token_id)
         was_training = policy.training
         policy.eval()
         try:

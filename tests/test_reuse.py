@@ -92,7 +92,7 @@ def test_precomputed_reference_matches_the_copy_and_holds_no_model():
     assert precomputed.reference_model is None
     assert torch.allclose(torch.tensor(losses_pre), torch.tensor(losses_copy), atol=1e-5)
     # the attached values are the initial policy's log-probs, row by row
-    table = torch.tensor(precomputed._precomputed["train"]["logps"])
+    table = torch.tensor(precomputed.precomputed_reference["train"]["logps"])
     first = data.collator(data.datasets["train"].pairs[:8])
     with torch.no_grad():
         expected = copy.completion_logps(copy.reference_model, first)
@@ -141,4 +141,4 @@ def test_precomputed_reference_is_cached_on_disk(tmp_path, monkeypatch):
     calls.clear()
     second = run()
     assert calls.count(False) == 0  # read back, not recomputed
-    assert second._precomputed["train"] == first._precomputed["train"]
+    assert second.precomputed_reference["train"] == first.precomputed_reference["train"]

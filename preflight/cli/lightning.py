@@ -134,6 +134,8 @@ class PreflightCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         if self.subcommand in SUBCOMMANDS and isinstance(self.datamodule, PreferenceDataModule):
             # Read and check the data before the trainer exists, so bad data leaves no run folder behind.
+            if is_main_process():  # one process per machine tokenizes (as Lightning runs prepare_data)
+                self.datamodule.prepare_splits(self.subcommand)
             self.datamodule.setup(self.subcommand)
             if is_main_process():
                 print(f"preflight: data: {self.datamodule.describe(self.subcommand)}", flush=True)

@@ -16,6 +16,9 @@ key                         shape      meaning
 ``margin``                  [B]        only when the data has a margin column (float32)
 ``reference_chosen_logps``  [B]        only when precomputed reference log-probs travel with the data
 ``reference_rejected_logps`` [B]       idem
+``step_pairs``              []         pairs of the optimizer step this micro-batch belongs to (all its
+                                       micro-batches, all processes), when the rows come from the
+                                       data module's sampler: the loss's denominator
 =========================== ========== ====================================================
 
 A module runs one concatenated forward over ``input_ids``, or a shared-prompt forward by
@@ -65,4 +68,6 @@ class PreferenceCollator:
         if all(p.reference_logps is not None for p in pairs):
             reference = torch.tensor([p.reference_logps for p in pairs], dtype=torch.float32)
             batch["reference_chosen_logps"], batch["reference_rejected_logps"] = reference[:, 0], reference[:, 1]
+        if pairs[0].step_pairs is not None:
+            batch["step_pairs"] = torch.tensor(pairs[0].step_pairs)
         return batch

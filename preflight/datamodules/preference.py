@@ -28,7 +28,7 @@ from .errors import PreferenceDataError
 from .formats import PreferenceExample, column_names, parse_example
 from .parallel import Limits, available_cores, tokenize_chunks
 from .store import PairStore, PairStoreWriter, store_problem
-from .sampler import FlatBatchSampler, PreferenceBatchSampler
+from .sampler import FlatBatchSampler, PreferenceBatchSampler, StepRow
 from .scratch import new_scratch_folder
 from .sources import Source
 from ..pretrained import load_tokenizer
@@ -79,14 +79,16 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self._positions)
 
-    def __getitem__(self, i: int) -> TokenizedPair:
+    def __getitem__(self, i: int | StepRow) -> TokenizedPair:
+        step_pairs = i.step_pairs if isinstance(i, StepRow) else None
+        i = i.index if isinstance(i, StepRow) else i
         position = int(self._positions[i])
         pair = self._store.pair(position) if self._store is not None else self._list[position]
         if self._reference is not None:
             pair = dataclasses.replace(
                 pair, reference_logps=(float(self._reference[i, 0]), float(self._reference[i, 1]))
             )
-        return pair
+        return pair if step_pairs is None else dataclasses.replace(pair, step_pairs=step_pairs)
 
     @property
     def pairs(self) -> "_Pairs":
@@ -254,7 +256,24 @@ class PreferenceDataModule(L.LightningDataModule):
         return self._tokenizer
 
     # ------------------------------------------------------------------ data
+    def prepare_data(self) -> None:
+        """Tokenize the splits of the trainer's stage (every split without a trainer) into the cache, once per
+        machine: Lightning runs this on one process of each node, before `setup` on every process reads the cache.
+        With ``use_cache: false`` there is nothing to share: each process tokenizes its own copy in `setup`."""
+        trainer = getattr(self, "trainer", None)
+        self.prepare_splits(trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None)
+
+    def prepare_splits(self, stage: str | None = None) -> None:
+        """`prepare_data` for the splits of `stage` (every split for None)."""
+        if not self.use_cache:
+            return
+        for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
+            source = None if split in self.datasets else self._source(split)  # already read: in the cache
+            if source is not None:
+                self._prepare(source)
+
     def setup(self, stage: str | None = None) -> None:
+        """The splits of `stage`, read from the cache `prepare_data` filled (tokenized here when it holds none)."""
         for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             self.dataset(split)
 
@@ -275,12 +294,21 @@ class PreferenceDataModule(L.LightningDataModule):
         if split == "val" and self.val_spec is None and self.val_fraction > 0:
             self._carve_validation()
             return self.datasets.get("val")
+        source = self._source(split)
+        if source is None:
+            return None
+        self.datasets[split], self.reports[split] = self._prepare(source)
+        return self.datasets[split]
+
+    def _source(self, split: str) -> Source | None:
+        """Where the split's rows come from (None: no such split; a carved validation split comes from train)."""
+        if split == "val" and self.val_spec is None:
+            return None
         spec = {"train": self.train_spec, "val": self.val_spec, "test": self.test_spec}[split]
         if spec is None:
             return None
         hub_split = {"train": self.split, "val": self.val_split, "test": self.test_split}[split]
-        self.datasets[split], self.reports[split] = self._prepare(Source(spec, hub_split, self.subset, self.streaming))
-        return self.datasets[split]
+        return Source(spec, hub_split, self.subset, self.streaming)
 
     def describe(self, stage: str | None = None) -> str:
         """One line naming the sources and sizes of the splits a stage uses (printed by the command)."""
@@ -453,9 +481,12 @@ class PreferenceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self._require("test"))
 
-    def ordered_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
-        """Every pair of `split` once, in dataset order, on this process alone (for precomputation)."""
+    def ordered_dataloader(
+        self, split: str, batch_size: int | None = None, rows: Sequence[int] | None = None
+    ) -> DataLoader:
+        """Every pair of `split` once (or those at `rows`), in that order, on this process alone (precomputation)."""
         dataset = self._require(split)
+        dataset = dataset if rows is None else dataset.select(rows)
         sampler = PreferenceBatchSampler(
             dataset.lengths, batch_size or self.eval_batch_size, shuffle=False, group_by_length=False
         )

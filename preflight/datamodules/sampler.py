@@ -14,10 +14,18 @@ already yielded, so a restarted run continues mid-epoch with the same batches.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import DistributedSampler
+
+
+class StepRow(NamedTuple):
+    """A row as the sampler hands it to the dataset: its index, and how many pairs the optimizer step it belongs to
+    has over all its micro-batches and all processes (the batch carries it to the module: ``step_pairs``)."""
+
+    index: int
+    step_pairs: int
 
 
 class PreferenceBatchSampler:
@@ -96,6 +104,11 @@ class PreferenceBatchSampler:
             self._sizes = (self.epoch, [len(b) for b in self.global_batches()])
         return self._sizes[1]
 
+    def step_pairs(self) -> list[int]:
+        """For each micro-batch of the current epoch, the pairs of its whole optimizer step (all ranks)."""
+        sizes, k = self.global_batch_sizes(), self.accumulate
+        return [sum(sizes[(i // k) * k : (i // k) * k + k]) for i in range(len(sizes))]
+
     def local_size(self, global_size: int) -> int:
         """How many pairs of a global batch of `global_size` this rank gets."""
         q, r = divmod(global_size, self.num_replicas)
@@ -108,12 +121,17 @@ class PreferenceBatchSampler:
         return batch[start : start + self.local_size(len(batch))]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches()
+        for batch, _ in self.batches_and_step_pairs():
+            yield batch
+
+    def batches_and_step_pairs(self) -> Iterator[tuple[list[int], int]]:
+        """This rank's micro-batches, each with the pairs of its optimizer step, resuming where a restart left off."""
+        batches, step_pairs = self.global_batches(), self.step_pairs()
         start, self._resume_from = self._resume_from, 0
         self._yielded = start
-        for batch in batches[start:]:
+        for batch, pairs in zip(batches[start:], step_pairs[start:]):
             self._yielded += 1
-            yield self.local_slice(batch)
+            yield self.local_slice(batch), pairs
         self._yielded = 0
 
     def __len__(self) -> int:
@@ -133,16 +151,18 @@ class FlatBatchSampler(DistributedSampler):
     Lightning swaps in its own `DistributedSampler` for any other sampler under DDP/FSDP
     (``use_distributed_sampler``); handing it a `DistributedSampler` keeps preflight's
     world-size-independent global batches. A `DataLoader` with ``batch_size`` equal to the
-    per-rank batch size re-forms the same batches: only the last one can be smaller.
+    per-rank batch size re-forms the same batches: only the last one can be smaller. Each row is
+    yielded as a `StepRow`, so the batch carries the pair count of its optimizer step.
     """
 
     def __init__(self, batches: PreferenceBatchSampler) -> None:  # noqa: D107 - no super().__init__: nothing to set up
         self.batches = batches
         self.num_replicas, self.rank = batches.num_replicas, batches.rank
 
-    def __iter__(self) -> Iterator[int]:
-        for batch in self.batches:
-            yield from batch
+    def __iter__(self) -> Iterator[StepRow]:
+        for batch, step_pairs in self.batches.batches_and_step_pairs():
+            for index in batch:
+                yield StepRow(index, step_pairs)
 
     def __len__(self) -> int:
         return sum(self.batches.local_size(n) for n in self.batches.global_batch_sizes())  # cached per epoch

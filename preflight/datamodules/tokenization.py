@@ -37,6 +37,8 @@ class TokenizedPair:
     margin: float | None = None
     #: (chosen, rejected) reference log-probs, when precomputed; not part of the cache.
     reference_logps: tuple[float, float] | None = None
+    #: pairs of the optimizer step this row is drawn for (`sampler.StepRow`); not part of the cache.
+    step_pairs: int | None = None
 
     def to_json(self) -> list:
         return [self.index, self.prompt_ids, self.chosen_ids, self.rejected_ids, self.margin]

@@ -76,7 +76,7 @@ class PreflightModule(L.LightningModule):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Tensor], stage: str, batch_idx: int = 0) -> Tensor | dict[str, Tensor]:
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor | dict[str, Tensor]:
         output, chosen_logps, rejected_logps = self.compute_loss(batch)
         self._last_batch_rows = batch.get("index")
         non_finite = stage == "train" and not torch.isfinite(output.loss)
@@ -96,37 +96,29 @@ class PreflightModule(L.LightningModule):
                 )
             return output.loss
         return {
-            "loss": self._loss_for_backward(output, batch_idx),
+            "loss": self._loss_for_backward(output, batch),
             "pair_loss_sum": output.losses.detach().sum(),
             "pairs": output.losses.shape[0],
         }
 
-    def _loss_for_backward(self, output: LossOutput, batch_idx: int) -> Tensor:
+    def _loss_for_backward(self, output: LossOutput, batch: dict[str, Tensor]) -> Tensor:
         """The loss whose gradient is that of the mean over every pair of the optimizer step.
 
         Lightning divides each micro-batch's loss by `accumulate_grad_batches` (k) and data
         parallelism averages gradients over the W processes. Returning Σ losses · k·W / N, with
         N the pairs of the whole optimizer step (all micro-batches, all ranks), makes the update
-        exactly that of one batch of N pairs, also when micro-batches differ in size. N comes
-        from preflight's batch sampler; with other data the plain batch mean is used.
+        exactly that of one batch of N pairs, also when micro-batches differ in size. N is the
+        batch's ``step_pairs`` (the data module's sampler puts it there); without it, the plain
+        batch mean is used.
         """
-        total = self._pairs_in_optimizer_step(batch_idx)
+        total = int(batch["step_pairs"]) if "step_pairs" in batch else 0
         if not total or self.loss_fn.batch_level:
             return output.loss
         k, world = self.trainer.accumulate_grad_batches, self.trainer.world_size
         return output.losses.sum() * (k * world / total)
 
-    def _pairs_in_optimizer_step(self, batch_idx: int) -> int | None:
-        trainer = self._trainer
-        sampler = getattr(getattr(trainer, "datamodule", None), "_train_sampler", None) if trainer else None
-        if sampler is None or not hasattr(sampler, "global_batch_sizes"):
-            return None
-        k = trainer.accumulate_grad_batches
-        start = (batch_idx // k) * k
-        return sum(sampler.global_batch_sizes()[start : start + k]) or None
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | dict[str, Tensor] | None:
-        out = self._step(batch, "train", batch_idx)
+        out = self._step(batch, "train")
         self._log_train_metrics_of_the_step(batch_idx)
         return out
 
@@ -212,7 +204,7 @@ class PreflightModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preflight_module"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["preflight_rng"] = {"torch": torch.get_rng_state()}
-        if getattr(self, "_device_mesh", None) is not None:
+        if self.device_mesh is not None:
             return  # sharded (distributed) checkpoints are loaded key by key: keep every key
         state = checkpoint.get("state_dict", {})
         for key in self._rebuilt_keys() & state.keys():

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import warnings
-from pathlib import Path
 from typing import Any, Literal
 
+import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..errors import PreflightConfigError
+from ..reference import PrecomputedReference
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
@@ -35,10 +34,6 @@ log = logging.getLogger("preflight")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 LOGITS_PER_CHUNK = 8 * 2**20  # vocabulary × tokens of one lm_head chunk (32 MiB of float32 logits)
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
-
-
-class PrecomputedReferenceError(PreflightConfigError):
-    """Precomputed reference log-probs that do not belong to the data and cannot be recomputed."""
 
 
 class PreferenceModule(PreflightModule):
@@ -153,9 +148,8 @@ class PreferenceModule(PreflightModule):
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
         self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
-        self._precomputed: dict[
-            str, dict
-        ] = {}  # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]}
+        # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]} (`PrecomputedReference`)
+        self.precomputed_reference: dict[str, dict] = {}
         if isinstance(model, str):
             check_model_source(model, trust_remote_code)
             if reference_model:
@@ -205,7 +199,7 @@ class PreferenceModule(PreflightModule):
             base.config.use_cache = False
         self.policy = apply_lora(base, dict(self.peft_settings)) if self.peft_settings else base
         self.hparams["logps_path"] = self.path_for(self.policy).as_dict()  # decided before any step, logged
-        mesh = getattr(self, "_device_mesh", None)
+        mesh = self.device_mesh
         if mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
             dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
             self.policy = shard_fsdp2(self.policy, dp_mesh)
@@ -361,6 +355,12 @@ class PreferenceModule(PreflightModule):
         return output, policy[:B], policy[B:]
 
     # ------------------------------------------------------------------ precomputed reference
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``reference: precomputed``: the `PrecomputedReference` callback computes and attaches the table."""
+        if self.reference_mode != "precomputed":
+            return []
+        return [PrecomputedReference(batch_size=self.precompute_batch_size)]
+
     def on_fit_start(self) -> None:
         decided = self.path_for(self.policy).as_dict()
         if self.trainer.strategy.broadcast(decided, src=0) != decided:  # decided from code and config: never expected
@@ -369,103 +369,34 @@ class PreferenceModule(PreflightModule):
             logger.log_hyperparams({"logps_path": decided})
         if self.trainer.is_global_zero:
             print(f"preflight: {self.describe_paths()}", flush=True)
-        if self.reference_mode == "precomputed":
-            self._attach_precomputed(("train", "val"))
 
-    def on_validation_start(self) -> None:
-        if self.reference_mode == "precomputed" and not self.trainer.training:
-            self._attach_precomputed(("val",))
-
-    def on_test_start(self) -> None:
-        if self.reference_mode == "precomputed":
-            self._attach_precomputed(("test",))
-
-    def _attach_precomputed(self, splits: tuple[str, ...]) -> None:
-        """Give each split's rows their reference log-probs: the table kept in this module (or its
-        checkpoint) when it was computed on exactly these pairs, else a new pass."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "attach_reference_logps"):
-            raise RuntimeError(
-                "reference: precomputed needs a PreferenceDataModule (trainer.fit(module, datamodule=...))"
-            )
-        for split in splits:
-            dataset = datamodule.dataset(split)
-            if dataset is None:
-                continue
-            digest = dataset.fingerprint()
-            entry = self._precomputed.get(split)
-            if entry is not None and (not isinstance(entry, dict) or entry.get("data") != digest):
-                if not self._reference_is_rebuildable():
-                    raise PrecomputedReferenceError(
-                        f"reference: precomputed: the {split} reference log-probs in this checkpoint were computed on "
-                        f"other {split} data, and the policy has trained since, so they cannot be recomputed: "
-                        "use the data the run started with, or start a new run"
-                    )
-                log.warning("%s data differ from those the reference log-probs were computed on: recomputing", split)
-                entry = None
-            if entry is None:
-                entry = {"data": digest, "logps": self._compute_reference_table(datamodule, split, digest)}
-                self._precomputed[split] = entry
-            values = entry["logps"]
-            datamodule.attach_reference_logps(split, [v[0] for v in values], [v[1] for v in values])
-
-    def _reference_is_rebuildable(self) -> bool:
+    def reference_is_rebuildable(self) -> bool:
         """Whether the reference can still be computed now: a separate reference model, or a LoRA
         policy whose disabled adapter is the reference; a fully fine-tuned policy is not its own start."""
         return bool(self.reference_spec) or is_peft(self.policy)
 
-    def _compute_reference_table(self, datamodule, split: str, digest: str) -> list[list[float]]:
-        """One no-grad pass over `split`, in dataset order, with the initial policy (or `reference_model`).
-
-        Cached on disk (JSON) keyed by the tokenized pairs and the reference weights, so a second
-        run with the same data and model skips the pass.
-        """
-        from ..datamodules import cache
-
+    @contextlib.contextmanager
+    def initial_reference(self):
+        """The model whose log-probs are the reference, in eval mode: `reference_model` loaded, or the policy (with
+        its LoRA adapter disabled when it has one)."""
         model = self._load(self.reference_spec).to(self.device) if self.reference_spec else self.policy
-        store, key = None, None
-        if getattr(datamodule, "use_cache", False):
-            store = Path(datamodule.cache_dir).parent / "reference"
-            settings = dict(pairs=digest, weights=_digest_weights(model))
-            key = cache.cache_key(**settings)
-            n = len(datamodule.dataset(split))
-            hit = cache.load(
-                store,
-                key,
-                settings,
-                check=lambda p: (
-                    None if _is_table(p.get("logps"), n) else f"does not hold {n} finite [chosen, rejected] values"
-                ),
-            )
-            if hit is not None:
-                return hit["logps"]
         was_training = model.training
         model.eval()
-        table: list[list[float]] = []
-        context = (
-            self.policy.disable_adapter()
-            if (model is self.policy and is_peft(self.policy))
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), context:
-            for batch in datamodule.ordered_dataloader(split, self.precompute_batch_size):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                logps = self.completion_logps(model, batch)
-                B = batch["chosen_lengths"].shape[0]
-                table += torch.stack([logps[:B], logps[B:]], dim=1).tolist()
-        model.train(was_training)
-        if store is not None:
-            cache.store(store, key, {"logps": table}, settings)
-        return table
+        disabled = self.policy.disable_adapter() if model is self.policy and is_peft(self.policy) else None
+        try:
+            with disabled if disabled is not None else contextlib.nullcontext():
+                yield model
+        finally:
+            model.train(was_training)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self._precomputed:
-            checkpoint["preflight_reference_logps"] = self._precomputed
+        if self.precomputed_reference:
+            checkpoint["preflight_reference_logps"] = self.precomputed_reference
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self._precomputed = checkpoint.get("preflight_reference_logps", {})
+        self.precomputed_reference = checkpoint.get("preflight_reference_logps", {})
 
 
 def as_forward(module: nn.Module, function, *args):
@@ -489,25 +420,3 @@ def _packed_decoder_then_head(
     hidden = lm.get_decoder()(**kwargs).last_hidden_state
     head = lm.get_output_embeddings()
     return as_forward(head, token_logps_from_hidden, hidden[rows, sources], head, targets, chunk_size, transform)
-
-
-def _is_table(table, rows: int) -> bool:
-    import math
-
-    return (
-        isinstance(table, list)
-        and len(table) == rows
-        and all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in r)
-            for r in table
-        )
-    )
-
-
-def _digest_weights(model: nn.Module) -> str:
-    """A hash of the weights the model computes with (an active PEFT adapter included)."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()

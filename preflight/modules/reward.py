@@ -100,9 +100,13 @@ class RewardModule(PreflightModule):
         ``pad_token_id``: make that the data's padding id, as TRL's RewardTrainer does."""
         collator = getattr(getattr(self.trainer, "datamodule", None), "collator", None)
         if collator is not None:
-            self._pad_token_id = collator.pad_token_id
-            if self.model is not None:
-                self._apply_pad_token_id(self.model)
+            self.use_pad_token_id(collator.pad_token_id)
+
+    def use_pad_token_id(self, pad_token_id: int) -> None:
+        """Read the score at the last token that is not `pad_token_id` (the padding of the data scored)."""
+        self._pad_token_id = pad_token_id
+        if self.model is not None:
+            self._apply_pad_token_id(self.model)
 
     def _apply_pad_token_id(self, model: nn.Module) -> None:
         if self._pad_token_id is not None:

@@ -108,6 +108,13 @@ def test_cache_key_follows_the_data(tmp_path):
     assert dm2.datasets["train"].pairs[0].chosen_ids != dm.datasets["train"].pairs[0].chosen_ids
 
 
+class Drawn:
+    """A dataset that returns what the sampler drew (a `StepRow`)."""
+
+    def __getitem__(self, row):
+        return row
+
+
 def test_dataloader_batches_are_the_sampler_batches_across_epochs():
     """The DataLoader re-forms batches from the flattened order: a short batch must never sit mid-epoch."""
     from torch.utils.data import DataLoader
@@ -123,10 +130,18 @@ def test_dataloader_batches_are_the_sampler_batches_across_epochs():
             rank=rank,
             accumulate=accumulate,
         )
-        loader = DataLoader(list(range(28)), batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler))
+        loader = DataLoader(
+            Drawn(), batch_size=sampler.batch_size, sampler=FlatBatchSampler(sampler), collate_fn=lambda rows: rows
+        )
         for epoch in range(4):
             loader.sampler.set_epoch(epoch)
             expected = [sampler.local_slice(b) for b in sampler.global_batches()]
-            got = [batch.tolist() for batch in loader]
-            assert got == expected, (world, rank, accumulate, epoch)
+            got = list(loader)
+            assert [[row.index for row in batch] for batch in got] == expected, (world, rank, accumulate, epoch)
             assert [len(b) for b in sampler.global_batches()] == sampler.global_batch_sizes()
+            # each row carries the pairs of its optimizer step: its `accumulate` micro-batches over all ranks
+            steps = sampler.step_batches()
+            micro_per_step = [-(-len(step) // sampler.global_batch_size) for step in steps]
+            step_of = [s for s, n in enumerate(micro_per_step) for _ in range(n)]
+            for batch, step in zip(got, step_of):
+                assert {row.step_pairs for row in batch} == {len(steps[step])}, (world, rank, accumulate, epoch)

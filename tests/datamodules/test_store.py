@@ -131,3 +131,26 @@ def test_a_ddp_fit_tokenizes_once_per_machine(tmp_path):
     assert output.count("preflight: data: tokenized assets/data/train.jsonl: 2000 pairs") == 1
     assert output.count("preflight: data: tokenized assets/data/val.jsonl: 200 pairs") == 1
     assert len([p for p in (tmp_path / "cache" / "tokenized").iterdir() if p.is_dir()]) == 2
+
+
+def test_prepare_data_tokenizes_into_the_cache_and_setup_only_reads_it(tmp_path, monkeypatch):
+    """Lightning runs prepare_data on one process per machine; every process's setup then reads what it wrote."""
+
+    kwargs = dict(train=str(TRAIN), val=str(VAL), test=str(VAL), cache_dir=str(tmp_path / "cache"))
+    first = PreferenceDataModule(str(TOKENIZER), **kwargs)
+    first.prepare_data()
+    assert first.datasets == {}  # nothing kept in the preparing process: setup reads it like every other
+    folders = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(folders) == 2  # train, and val (which test shares: the same file and settings)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("setup tokenized instead of reading the cache")
+
+    second = PreferenceDataModule(str(TOKENIZER), **kwargs)
+    monkeypatch.setattr(second, "_tokenize_source", no_tokenizing)
+    second.setup("fit")
+    assert len(second.datasets["train"]) == len(TRAIN.read_text().splitlines())
+    assert [p.chosen_ids for p in second.datasets["val"].pairs] == [
+        p.chosen_ids
+        for p in PreferenceDataModule(str(TOKENIZER), train=str(VAL), use_cache=False).dataset("train").pairs
+    ]

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from preflight import PreferenceDataModule, PreferenceModule  # noqa: E402
 from preflight.process_exit import finish_distributed_process  # noqa: E402
 from preflight.checkpointing import AtomicCheckpointIO  # noqa: E402
+from preflight.reference import PrecomputedReference  # noqa: E402
 
 
 class Record(L.Callback):
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--peft", action="store_true")
+    parser.add_argument("--reference", default="auto", help="the module's reference setting")
     parser.add_argument("--pairs", type=int, default=96)
     parser.add_argument("--generate", type=int, default=0, help="GenerationEval on this many val prompts")
     args = parser.parse_args()
@@ -100,6 +102,8 @@ def main() -> None:
         scheduler="constant",
         warmup_steps=2,
         peft={"r": 4, "lora_alpha": 8} if args.peft else None,
+        reference=args.reference,
+        precompute_batch_size=4,
     )
     strategy = args.strategy
     if strategy == "fsdp2":
@@ -141,6 +145,7 @@ def main() -> None:
     )
     trainer.fit(module, data, ckpt_path="last" if args.resume else None)
     parameters = full_parameters(module)
+    precompute = next((c for c in trainer.callbacks if isinstance(c, PrecomputedReference)), None)
     if trainer.is_global_zero:
         Path(args.out).write_text(
             json.dumps(
@@ -150,6 +155,8 @@ def main() -> None:
                     "global_step": trainer.global_step,
                     "logps_path": module.hparams["logps_path"],
                     "generations": generation.last_rows if args.generate else None,
+                    "reference_rows_computed": precompute.rows_computed if precompute else None,
+                    "reference_table": module.precomputed_reference.get("train", {}).get("logps"),
                 }
             )
         )

@@ -68,6 +68,18 @@ def test_two_processes_of_4_equal_one_of_8(single, tmp_path, strategy):
     assert_same_training(single, two)
 
 
+def test_a_precomputed_reference_shared_out_over_two_sharded_processes_trains_as_the_copy(single, tmp_path):
+    """FSDP2, 2 processes: each computes half of the 28 rows' reference log-probs (no reference model in memory);
+    the gathered table trains exactly as the frozen copy of one process does."""
+    two = run(
+        tmp_path, "pre", "--strategy", "fsdp2", "--devices", "2", "--batch-size", "4", "--steps", STEPS,
+        "--pairs", PAIRS, "--reference", "precomputed",
+    )  # fmt: skip
+    assert two["reference_rows_computed"] == int(PAIRS) // 2
+    assert len(two["reference_table"]) == int(PAIRS)
+    assert_same_training(single, two)
+
+
 def test_accumulating_4_batches_of_2_equals_batches_of_8(single, tmp_path):
     accumulated = run(tmp_path, "acc", "--batch-size", "2", "--accumulate", "4", "--steps", STEPS, "--pairs", PAIRS)
     assert_same_training(single, accumulated)

@@ -108,3 +108,14 @@ def test_dpo_starts_at_log_2_with_the_policy_equal_to_its_reference():
     output, _, _ = built().compute_loss(batch_of(random_pairs(4, seed=9)))
     assert output.loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert output.chosen_rewards.abs().max().item() < 1e-6
+
+
+def test_the_reference_pass_gives_every_process_an_equal_block_covering_every_row():
+    from preflight.reference import shard
+
+    for n, world in ((28, 2), (27, 2), (5, 4), (1, 3), (10, 3)):
+        blocks = [shard(n, world, rank) for rank in range(world)]
+        assert len({len(b) for b in blocks}) == 1  # the same number of forwards on every process
+        flat = [row for block in blocks for row in block]
+        assert flat[:n] == list(range(n))  # gathered in rank order, the first n are the rows in order
+        assert all(0 <= row < n for row in flat)
