@@ -57,7 +57,8 @@ FLEX = {
 # ---------------------------------------------------------------------------------------------- padding
 def padding_table(quick: bool) -> list[str]:
     from preflight import PreferenceDataModule
-    from preflight.modules.packing import layout
+    from preflight.logps import RowPacking
+    from preflight.logps.rows import layout
 
     work = Path(tempfile.mkdtemp())
     tokenizer = bench.make_tokenizer(VOCAB, work / "tokenizer")  # one word, one token
@@ -79,8 +80,13 @@ def padding_table(quick: bool) -> list[str]:
             real = int(batch["attention_mask"].sum())
             counts["padded"][0] += real
             counts["padded"][1] += batch["input_ids"].numel()
-            for key, shared, budget in (("shared", True, 0), ("budget", True, 2048), ("one", True, None)):
-                rows = layout(batch, shared, budget, tokenizer.pad_token_id)
+            packings = (
+                ("shared", RowPacking.unit_per_row()),
+                ("budget", RowPacking.budget(2048)),
+                ("one", RowPacking.one_row()),
+            )
+            for key, packing in packings:
+                rows = layout(batch, True, packing, tokenizer.pad_token_id)
                 counts[key][0] += rows.real_tokens
                 counts[key][1] += rows.processed_tokens
         cells = [f"{real / processed:.3f}" for real, processed in counts.values()]

@@ -2,7 +2,7 @@
 
     python benchmarks/paths_by_architecture.py            # prints a markdown table
 
-The decision reads each model's code and configuration (`preflight.modules.fast_paths`); the
+The decision reads each model's code and configuration (`preflight.logps.plan`); the
 tiny random configs are those of `tests/architectures/tiny.py`, whose tests check every path
 taken against a naive per-sequence computation.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from preflight.modules.fast_paths import decide_path  # noqa: E402
+from preflight.logps.plan import decide_path  # noqa: E402
 from tests.architectures.tiny import ARCHITECTURES, tiny_model  # noqa: E402
 
 

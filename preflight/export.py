@@ -14,7 +14,7 @@ import torch
 
 from .checkpointing import current_umask, read_checkpoint_file
 from .modules import PreferenceModule, PreflightModule, RewardModule
-from .modules.models import is_peft
+from .wrapped import is_peft
 
 MODULE_KEY = "preflight_module"
 

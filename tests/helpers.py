@@ -111,3 +111,12 @@ def quiet_trainer(steps: int = 4, **kwargs):
         accelerator="cpu",
         **kwargs,
     )
+
+
+def forced(fused: bool, shared: bool):
+    """A log-prob engine that takes exactly these paths (``on`` is an error where a path is not exact), through the
+    public settings, without padding-free rows."""
+    from preflight.logps import CompletionLogps, LogpsSettings
+
+    on_off = lambda flag: "on" if flag else "off"  # noqa: E731
+    return CompletionLogps(LogpsSettings(fused_lm_head=on_off(fused), shared_prompt=on_off(shared), padding_free="off"))

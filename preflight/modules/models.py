@@ -1,5 +1,5 @@
-"""What a module does to the models it trains: LoRA adapters, FSDP2 sharding, and telling a wrapped model from its
-base (loading them is `preflight.pretrained`)."""
+"""What a module does to the models it trains: LoRA adapters and FSDP2 sharding (loading them is
+`preflight.pretrained`, seeing through the wrappers `preflight.wrapped`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from ..pretrained import ModelLoadError, first_line
+from ..wrapped import unwrap_peft
 
 
 def model_source(model: nn.Module) -> str:
@@ -27,16 +28,6 @@ def apply_lora(model: nn.Module, settings: dict[str, Any]) -> nn.Module:
     except TypeError as err:
         raise ModelLoadError(f"peft: {first_line(err)}") from None
     return get_peft_model(model, config)
-
-
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The transformers model under a PEFT wrapper (adapters stay injected in its layers)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
 def shard_fsdp2(model: nn.Module, mesh) -> nn.Module:
@@ -67,27 +58,3 @@ def untied_vocabulary_modules(lm: nn.Module) -> list[nn.Module]:
     if {id(p) for p in embedding.parameters()} & {id(p) for p in head.parameters()}:
         return []
     return [embedding, head]
-
-
-def is_fsdp2_unit(model: nn.Module) -> bool:
-    """A module that FSDP2's `fully_shard` made a unit (the root or any inner one)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
-def inside_forward(root: nn.Module, function, *args, **kwargs):
-    """``function(*args, **kwargs)`` run as `root`'s forward, so the hooks a sharding strategy put on that
-    module (FSDP2: gather its own parameters, such as the lm_head's weight, before; re-shard and reduce their
-    gradients after) wrap it as they wrap the module's own forward."""
-    original = root.forward
-
-    def redirected(*_args, **_kwargs):
-        root.forward = original  # a nested call of the real forward stays the real one
-        return function(*_args, **_kwargs)
-
-    root.forward = redirected
-    try:
-        return root(*args, **kwargs)
-    finally:
-        root.forward = original

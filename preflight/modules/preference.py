@@ -14,25 +14,15 @@ from torch import Tensor, nn
 
 from ..reference import PrecomputedReference
 from ..losses import LossInputs, LossOutput
-from .base import LossSpec, PreflightModule, Scheduler
-from .fast_paths import FastPathError, LogpsPath, analyze_attention, analyze_head, analyze_layers, decide_path
-from .logps import logps_from_hidden, logps_from_logits, token_logps_from_hidden
-from .packing import Layout, additive_mask, layout
+from ..logps import CompletionLogps, LogpsPath, LogpsSettings, RowPacking
 from ..pretrained import check_model_source, load_model
-from .models import (
-    apply_lora,
-    inside_forward,
-    is_fsdp2_unit,
-    is_peft,
-    model_source,
-    shard_fsdp2,
-    unwrap_peft,
-)
+from ..wrapped import is_peft
+from .base import LossSpec, PreflightModule, Scheduler
+from .models import apply_lora, model_source, shard_fsdp2
 
 log = logging.getLogger("preflight")
 # The frozen reference model is in eval mode on purpose; Lightning's notice about it is noise.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-LOGITS_PER_CHUNK = 8 * 2**20  # vocabulary × tokens of one lm_head chunk (32 MiB of float32 logits)
 Reference = Literal["auto", "copy", "adapter", "precomputed", "none"]
 
 
@@ -121,33 +111,25 @@ class PreferenceModule(PreflightModule):
             self.hparams["model"] = model_source(model)
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):
             raise ValueError(f"reference must be auto, copy, adapter, precomputed or none; got {reference!r}")
-        for name, value in (
-            ("fused_lm_head", fused_lm_head),
-            ("shared_prompt", shared_prompt),
-            ("padding_free", padding_free),
-        ):
-            if value not in ("auto", "on", "off"):
-                raise ValueError(f"{name} must be auto, on or off; got {value!r}")
         self.reference_mode = self._resolve_reference(reference, peft, reference_model)
         self.__dict__["model_spec"] = model  # an instance becomes `policy` in configure_model, registered once
         self.reference_spec, self.peft_settings = reference_model, peft
-        self.gradient_checkpointing, self.fused_lm_head, self.shared_prompt = (
-            gradient_checkpointing,
-            fused_lm_head,
-            shared_prompt,
-        )
-        self.lm_head_chunk_size, self.precompute_batch_size = lm_head_chunk_size, precompute_batch_size
-        self.padding_free, self.max_tokens_per_row = padding_free, max_tokens_per_row
-        self.dense_mask_max_length = dense_mask_max_length
-        if max_tokens_per_row is not None and max_tokens_per_row < 1:
-            raise ValueError(
-                f"max_tokens_per_row must be a positive number of tokens or None, got {max_tokens_per_row}"
+        self.gradient_checkpointing, self.precompute_batch_size = gradient_checkpointing, precompute_batch_size
+        # every setting of how log-probs are computed, in one object that plans each model's paths once
+        self.logps = CompletionLogps(
+            LogpsSettings(
+                fused_lm_head=fused_lm_head,
+                shared_prompt=shared_prompt,
+                padding_free=padding_free,
+                packing=RowPacking.from_max_tokens(max_tokens_per_row),
+                dense_mask_max_length=dense_mask_max_length,
+                lm_head_chunk_size=lm_head_chunk_size,
             )
+        )
         self.trust_remote_code, self.init_seed, self.model_dtype = trust_remote_code, init_seed, model_dtype
         self.attn_implementation = attn_implementation
         self.policy: nn.Module | None = None
         self.reference_model: nn.Module | None = None
-        self._paths: dict[int, LogpsPath] = {}  # per model (by identity): decided once, from its code and config
         # split -> {"data": digest of its pairs, "logps": [[chosen, rejected], ...]} (`PrecomputedReference`)
         self.precomputed_reference: dict[str, dict] = {}
         if isinstance(model, str):
@@ -214,19 +196,12 @@ class PreferenceModule(PreflightModule):
 
     # ------------------------------------------------------------------ log-probs
     def path_for(self, model: nn.Module) -> LogpsPath:
-        """The fast paths this model's log-probs take (`fast_paths.decide_path`), decided once per model."""
-        lm = unwrap_peft(model)
-        key = id(lm)
-        if key not in self._paths:
-            self._paths[key] = decide_path(lm, self.fused_lm_head, self.shared_prompt, self.padding_free)
-        return self._paths[key]
+        """The fast paths this model's log-probs take (`logps.CompletionLogps.plan`), decided once per model."""
+        return self.logps.plan(model)
 
     def describe_paths(self) -> str:
         """One line: the paths of the policy, and of the reference model when it is another model."""
-        path = self.path_for(self.policy)
-        text = f"log-probs: {path.describe()}"
-        if path.uses_layout and path.rendering == "dense" and self.dense_mask_max_length:
-            text += f"; rows over {self.dense_mask_max_length} tokens go unshared (dense_mask_max_length)"
+        text = f"log-probs: {self.logps.describe(self.policy)}"
         if self.reference_model is not None and (
             self.reference_spec or self.path_for(self.reference_model) != self.path_for(self.policy)
         ):
@@ -235,96 +210,7 @@ class PreferenceModule(PreflightModule):
 
     def completion_logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """Summed completion log-probs of every row of the batch [2B] (chosen rows first), float32, one forward."""
-        path = self.path_for(model)
-        return self._logps(model, batch, path.fused, path.shared, path.padding_free)
-
-    def _logps(
-        self, model: nn.Module, batch: dict[str, Tensor], fused: bool, shared: bool, padding_free: bool = False
-    ) -> Tensor:
-        """The log-probs through the given paths (the model's own logit transform and attention
-        patterns applied where a fast path needs them)."""
-        lm = unwrap_peft(model)
-        path = self.path_for(model)  # its transform and patterns, analyzed once; re-analyzed only for a forced path
-        transform = None
-        if fused:
-            transform = path.transform if path.fused else analyze_head(lm)[0]
-            if transform is None:
-                raise FastPathError(f"the fused lm_head is not exact for {type(lm).__name__}")
-        if shared or padding_free:
-            patterns, problem = path.patterns, None
-            if not path.uses_layout or (shared and not path.shared):  # a forced path: analyzed now
-                patterns, problem = analyze_attention(lm) if shared else analyze_layers(lm)
-            if problem:
-                raise FastPathError(f"rows of several sequences are not exact for {type(lm).__name__}: {problem}")
-            tokens_per_row = 0 if not padding_free else None if path.rendering == "varlen" else self.max_tokens_per_row
-            rows = layout(batch, shared, tokens_per_row)
-            limit = self.dense_mask_max_length
-            if path.rendering != "dense" or limit is None or rows.input_ids.shape[1] <= limit:
-                return self._layout_logps(model, lm, batch, rows, path.rendering, transform, patterns)
-            # rows too long for a dense mask: each sequence in its own row, as the plain forward
-        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        if fused:
-            return as_forward(
-                model,
-                _decoder_then_head,
-                lm,
-                kwargs,
-                batch["input_ids"],
-                batch["completion_mask"],
-                self._chunk_size(lm),
-                transform,
-            )
-        return logps_from_logits(model(**kwargs).logits, batch["input_ids"], batch["completion_mask"])
-
-    def _layout_logps(
-        self,
-        model: nn.Module,
-        lm: nn.Module,
-        batch: dict[str, Tensor],
-        rows: Layout,
-        rendering: str,
-        transform,
-        patterns,
-    ) -> Tensor:
-        """The forward of rows holding several sequences (`packing.Layout`); `transform` is None for full
-        logits, else the fused head's transform."""
-        dtype = next(lm.parameters()).dtype
-        implementation = lm.config._attn_implementation
-        if rendering == "varlen":  # flash kernels: one row, sequences told apart by their position ids
-            render = lambda pattern: None  # noqa: E731
-        elif rendering == "block":
-            render = rows.block_mask
-        elif implementation == "sdpa":
-            render = rows.mask
-        else:
-            render = lambda pattern: additive_mask(rows.mask(pattern), dtype)  # noqa: E731
-        if isinstance(patterns, dict):  # one mask per layer type, as the model's own mask mapping
-            mask = {layer_type: render(pattern) for layer_type, pattern in patterns.items()}
-        else:
-            mask = render(patterns)
-        kwargs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids, use_cache=False)
-        if transform is not None:
-            token = as_forward(
-                model,
-                _packed_decoder_then_head,
-                lm,
-                kwargs,
-                rows.rows,
-                rows.sources,
-                rows.targets,
-                self._chunk_size(lm),
-                transform,
-            )
-        else:
-            logits = model(**kwargs).logits[rows.rows, rows.sources].float()
-            token = torch.log_softmax(logits, -1).gather(1, rows.targets[:, None]).squeeze(1)
-        out = torch.zeros(batch["input_ids"].shape[0], dtype=torch.float32, device=token.device)
-        return out.index_add(0, rows.slots, token)
-
-    def _chunk_size(self, lm: nn.Module) -> int:
-        if self.lm_head_chunk_size:
-            return self.lm_head_chunk_size
-        return max(16, LOGITS_PER_CHUNK // lm.get_output_embeddings().out_features)
+        return self.logps(model, batch)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
@@ -397,26 +283,3 @@ class PreferenceModule(PreflightModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.precomputed_reference = checkpoint.get("preflight_reference_logps", {})
-
-
-def as_forward(module: nn.Module, function, *args):
-    """`function(*args)`, run as the module's forward where the module is an FSDP2 unit. The fused head reads
-    the lm_head weight directly, which FSDP2 gathers only inside its unit's forward (and reduces after its
-    backward); the decoder's own units are gathered by their forwards as usual, inside the root's."""
-    return inside_forward(module, function, *args) if is_fsdp2_unit(module) else function(*args)
-
-
-def _decoder_then_head(
-    lm: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask: Tensor, chunk_size: int, transform
-) -> Tensor:
-    hidden = lm.get_decoder()(**kwargs).last_hidden_state
-    head = lm.get_output_embeddings()
-    return as_forward(head, logps_from_hidden, hidden, head, input_ids, completion_mask, chunk_size, transform)
-
-
-def _packed_decoder_then_head(
-    lm: nn.Module, kwargs: dict, rows: Tensor, sources: Tensor, targets: Tensor, chunk_size: int, transform
-) -> Tensor:
-    hidden = lm.get_decoder()(**kwargs).last_hidden_state
-    head = lm.get_output_embeddings()
-    return as_forward(head, token_logps_from_hidden, hidden[rows, sources], head, targets, chunk_size, transform)

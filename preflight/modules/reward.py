@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from ..losses import LossInputs, LossOutput
 from .base import LossSpec, PreflightModule, Scheduler
 from ..pretrained import check_model_source, load_model
-from .models import apply_lora, model_source, unwrap_peft
+from ..wrapped import unwrap_peft
+from .models import apply_lora, model_source
 
 
 class RewardModule(PreflightModule):

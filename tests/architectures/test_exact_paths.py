@@ -7,7 +7,7 @@ import torch
 
 from preflight import PreferenceModule
 from preflight.datamodules import TokenizedPair
-from preflight.modules.fast_paths import FastPathError
+from preflight.logps import FastPathError
 from tests.architectures.tiny import ARCHITECTURES, VOCAB, WINDOW, tiny_model
 from tests.helpers import batch_of
 

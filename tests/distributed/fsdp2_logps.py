@@ -19,7 +19,8 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 from preflight import PreferenceModule  # noqa: E402
-from preflight.modules.models import is_fsdp2_unit, shard_fsdp2  # noqa: E402
+from preflight.modules.models import shard_fsdp2  # noqa: E402
+from preflight.wrapped import is_fsdp2_unit  # noqa: E402
 from preflight.process_exit import finish_distributed_process  # noqa: E402
 from tests.helpers import batch_of, random_pairs, tiny_causal_lm  # noqa: E402
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from preflight import PreferenceDataModule, PreferenceModule
+from preflight.logps import CompletionLogps
 from tests.conftest import TINY_MODEL, TOKENIZER, VAL
-from tests.helpers import batch_of, random_pairs
+from tests.helpers import batch_of, forced, random_pairs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
 
@@ -17,10 +18,10 @@ def test_bf16_mixed_logps_are_float32_and_match_fp32():
     module.policy.cuda()
     batch = {k: v.cuda() for k, v in batch_of(random_pairs(6, seed=3)).items()}
     with torch.no_grad():
-        exact = module._logps(module.policy, batch, False, False)
+        exact = forced(False, False)(module.policy, batch)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             for path in [(False, False), (True, False), (False, True), (True, True)]:
-                got = module._logps(module.policy, batch, *path)
+                got = forced(*path)(module.policy, batch)
                 assert got.dtype == torch.float32
                 assert torch.allclose(got, exact, rtol=2e-2, atol=0.5), path
 
@@ -125,7 +126,7 @@ def test_flash_attention_packed_row_has_the_plain_values_and_gradients():
         )
         module.configure_model()
         module.policy.config._attn_implementation = attention
-        module._paths.clear()
+        module.logps = CompletionLogps(module.logps.settings)  # planned again, for the switched attention
         module.policy.cuda()
         if attention != "sdpa":
             assert module.path_for(module.policy).rendering == "varlen" and module.path_for(module.policy).padding_free

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from preflight import PreferenceModule
-from preflight.modules.packing import pack_pairs
+from preflight.logps import CompletionLogps
+from preflight.logps.rows import pack_pairs
 from tests.conftest import TINY_MODEL
-from tests.helpers import batch_of, naive_sequence_logps, random_pairs
+from tests.helpers import batch_of, forced, naive_sequence_logps, random_pairs
 
 PATHS = [(False, False), (True, False), (False, True), (True, True)]  # (fused lm_head, shared prompt)
 
@@ -35,7 +36,7 @@ def test_every_path_equals_the_naive_computation(fused, packed):
     m = module()
     pairs = random_pairs(5, seed=12)
     with torch.no_grad():
-        got = m._logps(m.policy, batch_of(pairs), fused, packed)
+        got = forced(fused, packed)(m.policy, batch_of(pairs))
     naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
         naive_sequence_logps(m.policy, p.prompt_ids, p.rejected_ids) for p in pairs
     ]
@@ -50,7 +51,7 @@ def test_every_path_has_the_plain_gradients(attention):
     for path in PATHS:
         m = module(seed=1)
         m.policy.config._attn_implementation = attention
-        logps = m._logps(m.policy, batch, *path)
+        logps = forced(*path)(m.policy, batch)
         (logps * torch.linspace(-1, 1, logps.shape[0])).sum().backward()
         grads[path] = {n: p.grad.clone() for n, p in m.policy.named_parameters()}
     for path in PATHS[1:]:
@@ -88,7 +89,9 @@ def test_rows_longer_than_the_dense_mask_limit_take_separate_rows(monkeypatch):
     batch = batch_of(pairs)
     longest = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     m = module(dense_mask_max_length=longest - 1)
-    monkeypatch.setattr(type(m), "_layout_logps", lambda *a, **k: pytest.fail("built a dense mask over the limit"))
+    monkeypatch.setattr(
+        CompletionLogps, "_layout_logps", lambda *a, **k: pytest.fail("built a dense mask over the limit")
+    )
     with torch.no_grad():
         got = m.completion_logps(m.policy, batch)
     naive = [naive_sequence_logps(m.policy, p.prompt_ids, p.chosen_ids) for p in pairs] + [
@@ -98,8 +101,8 @@ def test_rows_longer_than_the_dense_mask_limit_take_separate_rows(monkeypatch):
     monkeypatch.undo()
     within = module(dense_mask_max_length=longest)
     calls = []
-    original = type(within)._layout_logps
-    monkeypatch.setattr(type(within), "_layout_logps", lambda self, *a: calls.append(1) or original(self, *a))
+    original = CompletionLogps._layout_logps
+    monkeypatch.setattr(CompletionLogps, "_layout_logps", lambda self, *a: calls.append(1) or original(self, *a))
     with torch.no_grad():
         within.completion_logps(within.policy, batch)
     assert calls == [1]

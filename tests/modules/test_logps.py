@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from preflight.modules.logps import logps_from_hidden, logps_from_logits
+from preflight.logps.head import logps_from_hidden, logps_from_logits
 from tests.helpers import batch_of, naive_sequence_logps, random_pairs, tiny_causal_lm
 
 

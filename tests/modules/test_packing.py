@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import create_mask
 
-from preflight.modules.fast_paths import AttentionPattern
-from preflight.modules.packing import layout
+from preflight.logps.plan import AttentionPattern
+from preflight.logps.rows import layout
+from preflight.logps.settings import RowPacking
 from tests.helpers import batch_of, random_pairs
 
-BUDGETS = [0, None, 30]  # one unit per row, everything in one row, rows of at most 30 tokens
+BUDGETS = [RowPacking.unit_per_row(), RowPacking.one_row(), RowPacking.budget(30)]
 
 
 def units(pairs, shared):
@@ -66,14 +67,16 @@ def test_rows_hold_each_unit_once_with_its_positions(shared, budget):
     lengths = [len(t) for t, _, _ in units(pairs, shared)]
     count = rows.input_ids.shape[0]
     assert rows.real_tokens == real and rows.processed_tokens == count * rows.input_ids.shape[1]
-    if budget == 0:
+    if budget.kind == "unit_per_row":
         assert count == len(lengths)
-    elif budget is None:
+    elif budget.kind == "one_row":
         assert count == 1 and rows.real_tokens == rows.processed_tokens  # one row: no padding at all
     else:
         in_row = [(rows.document[r] >= 0).sum().item() for r in range(count)]
         units_in_row = [len(set(rows.document[r].tolist()) - {-1}) for r in range(count)]
-        assert all(n <= budget or k == 1 for n, k in zip(in_row, units_in_row))  # a long unit alone, else ≤ budget
+        assert all(
+            n <= budget.tokens or k == 1 for n, k in zip(in_row, units_in_row)
+        )  # a long unit alone, else ≤ budget
         assert count < len(lengths) and sum(in_row) == real  # several units share rows
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .settings import RowPacking
+
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
 FLEX_BLOCK = 128  # FlexAttention's default block size
 
@@ -132,18 +134,17 @@ def _attention_rule(document: Tensor, segment: Tensor, positions: Tensor, row, q
 
 def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> Layout:
     """The shared-prompt layout, one pair per row (the documented batch: chosen rows first, then rejected)."""
-    return layout(batch, shared=True, tokens_per_row=0, pad_token_id=pad_token_id)
+    return layout(batch, shared=True, packing=RowPacking.unit_per_row(), pad_token_id=pad_token_id)
 
 
-def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, pad_token_id: int = 0) -> Layout:
+def layout(batch: dict[str, Tensor], shared: bool, packing: RowPacking, pad_token_id: int = 0) -> Layout:
     """Place the batch's pairs in rows.
 
     Args:
         batch: the collated batch (``input_ids`` [2B, T], chosen rows first; prompt/chosen/rejected lengths).
         shared: one unit ``[prompt, chosen, rejected]`` per pair; else ``[prompt, chosen]`` and
             ``[prompt, rejected]`` as two units.
-        tokens_per_row: 0 for one unit per row; None for every unit in one row; else rows of at most this
-            many tokens, balanced in length (a unit longer than that gets a row of its own).
+        packing: how the units go into rows (`RowPacking`).
         pad_token_id: the id at padding positions.
     """
     ids = batch["input_ids"]
@@ -167,7 +168,7 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
             units.append(
                 (torch.cat([prompt, rejected]), list(range(p + r)), [PROMPT] * p + [CHOSEN] * r, [(p, r, B + i)])
             )
-    placed = _fill_rows([len(u[0]) for u in units], tokens_per_row)
+    placed = fill_rows([len(u[0]) for u in units], packing)
     rows_count = max(row for row, _ in placed) + 1
     L = max(start + len(u[0]) for u, (_, start) in zip(units, placed))
     device = ids.device
@@ -209,17 +210,18 @@ def layout(batch: dict[str, Tensor], shared: bool, tokens_per_row: int | None, p
     )
 
 
-def _fill_rows(lengths: list[int], tokens_per_row: int | None) -> list[tuple[int, int]]:
-    """(row, start) of each unit: one per row (0), all in one row (None), or rows of at most `tokens_per_row`
-    tokens, longest unit first into the emptiest row it fits (a unit longer than the budget gets its own row),
-    so the rows come out of similar lengths and the padding to the longest row stays small."""
-    if tokens_per_row == 0:
+def fill_rows(lengths: list[int], packing: RowPacking) -> list[tuple[int, int]]:
+    """(row, start) of each unit: one per row, all in one row, or rows of at most the budget's tokens, longest
+    unit first into the emptiest row it fits (a unit longer than the budget gets its own row), so the rows come
+    out of similar lengths and the padding to the longest row stays small."""
+    if packing.kind == "unit_per_row":
         return [(i, 0) for i in range(len(lengths))]
-    if tokens_per_row is None:
+    if packing.kind == "one_row":
         starts = [0]
         for n in lengths[:-1]:
             starts.append(starts[-1] + n)
         return [(0, start) for start in starts]
+    tokens_per_row = packing.tokens
     used: list[int] = [0] * max(1, -(-sum(lengths) // tokens_per_row))
     placed: dict[int, tuple[int, int]] = {}
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):

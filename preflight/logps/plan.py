@@ -1,6 +1,6 @@
 """Which fast log-prob paths are exact for a model, decided from its code and configuration.
 
-Two fast paths (see `logps.py` and `packing.py`) compute the same log-probs as the model's own
+Two fast paths (see `head.py` and `rows.py`) compute the same log-probs as the model's own
 forward only when the model has no behaviour they leave out:
 
 - **fused lm_head** (the head applied to the decoder's hidden states at completion positions) is
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PreflightConfigError
+from .settings import Setting
 
-Setting = Literal["auto", "on", "off"]
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")  # take a dense 4D mask
 BLOCK_MASK_IMPLEMENTATIONS = ("flex_attention",)  # take a FlexAttention BlockMask
 VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")  # take packed rows by position ids

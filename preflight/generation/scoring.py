@@ -1,0 +1,93 @@
+"""The reward of sampled completions: a function named by import path (which runs that code: name only your own or
+code you trust) or a reward model trained by preflight's `RewardModule`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+from torch import Tensor
+
+from ..errors import PreflightConfigError
+
+RewardFunction = Callable[[list[str], list[str]], Sequence[float]]
+
+
+class GenerationEvalError(PreflightConfigError):
+    """A generation evaluation that cannot run: no reward, a module or strategy that cannot generate."""
+
+
+def load_reward_function(path: str) -> RewardFunction:
+    """The callable a config names by import path: ``package.module:function`` or ``package.module.function``."""
+    module_name, _, attribute = path.rpartition(":") if ":" in path else path.rpartition(".")
+    if not module_name:
+        raise GenerationEvalError(f"reward {path!r}: name a function as package.module:function")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise GenerationEvalError(f"reward {path!r} cannot be imported ({err})") from None
+    if not callable(function):
+        raise GenerationEvalError(f"reward {path!r} is not callable")
+    return function
+
+
+def load_reward_model(spec: str):
+    """A `RewardModule` from its checkpoint, its run folder, or its exported folder, in eval mode, frozen."""
+    from ..export import module_from_checkpoint
+    from ..modules import RewardModule
+    from ..runs import resolve_checkpoint
+
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():  # an exported folder
+        module = RewardModule(str(path))
+        module.configure_model()
+    else:
+        try:
+            module, _ = module_from_checkpoint(resolve_checkpoint(path))
+        except FileNotFoundError as err:
+            raise GenerationEvalError(f"reward_model {spec!r}: {err}") from None
+        if not isinstance(module, RewardModule):
+            raise GenerationEvalError(f"reward_model {spec!r} holds a {type(module).__name__}, not a RewardModule")
+    return module.eval().requires_grad_(False)
+
+
+class Reward:
+    """r(x, y) for each completion: the function on the decoded texts, or the reward model on the token ids.
+
+    Args:
+        function: the reward function, or its import path (``package.module:function``).
+        model: a reward model's checkpoint, run folder or exported folder (instead of ``function``).
+    """
+
+    def __init__(self, function: str | RewardFunction | None = None, model: str | None = None) -> None:
+        if (function is None) == (model is None):
+            raise GenerationEvalError("GenerationEval needs exactly one of reward (a function) and reward_model")
+        self.function_spec, self.model_spec = function, model
+        self.function: RewardFunction | None = None
+        self.model = None
+
+    def load(self) -> None:
+        """Import the function or load the reward model (once)."""
+        if self.function_spec is not None:
+            spec = self.function_spec
+            self.function = load_reward_function(spec) if isinstance(spec, str) else spec
+        elif self.model is None:
+            self.model = load_reward_model(self.model_spec)
+
+    def prepare(self, device, pad_token_id: int) -> None:
+        """The reward model on `device`, reading the score at the last token that is not `pad_token_id`."""
+        if self.model is not None:
+            self.model.to(device)
+            self.model.use_pad_token_id(pad_token_id)
+
+    def __call__(self, batch: dict[str, Tensor], prompts: list[str], texts: list[str]) -> list[float]:
+        if self.function is not None:
+            scores = [float(s) for s in self.function(prompts, texts)]
+            if len(scores) != len(texts):
+                raise GenerationEvalError(
+                    f"reward {self.function_spec!r} returned {len(scores)} scores for {len(texts)} completions"
+                )
+            return scores
+        device = next(self.model.parameters()).device
+        return self.model.rewards({k: v.to(device) for k, v in batch.items()})[: len(texts)].tolist()
