@@ -110,6 +110,7 @@ def test_pairs_are_labelled_by_the_bradley_terry_model():
     assert first_is_preferred(1e6, 0.0, rng) and not first_is_preferred(0.0, 1e6, rng)  # no overflow
 
 
+@pytest.mark.slow  # two minutes on 2 idle cores, many more on a busy machine: pytest -m slow
 def test_frontier_command_trains_dpo_past_the_reference_on_the_true_reward(preflight, workdir):
     """The README's `preflight experiment frontier --quick --with-trl`, as written."""
     from preflight.rewards import politeness
