@@ -129,11 +129,10 @@ class PrecomputedReference(L.Callback):
 
 
 def shard(n: int, world: int, rank: int) -> list[int]:
-    """Rank `rank`'s contiguous block of ⌈n/world⌉ of the rows 0..n−1, padded with its last row (or the last row of
-    all, for a block past the end) to that size: every process gets the same number of rows."""
+    """Rank `rank`'s contiguous block of ⌈n/world⌉ of the rows 0..n−1, padded with the last row to that size: every
+    process gets the same number of rows (sharded weights need equal forwards)."""
     size = -(-n // world)
-    rows = list(range(rank * size, min((rank + 1) * size, n)))
-    return rows + [rows[-1] if rows else n - 1] * (size - len(rows))
+    return [min(i, n - 1) for i in range(rank * size, (rank + 1) * size)]
 
 
 def is_table(table, rows: int) -> bool:

@@ -63,7 +63,7 @@ class SeededSampler:
 
 
 def share_of(prompts: list[Prompt], world: int, rank: int) -> list[Prompt]:
-    """This process's prompts: ⌈n/world⌉ of them, the last process's share padded with the last prompt, so every
-    process samples as many (sharded weights need equal forwards)."""
-    share = -(-len(prompts) // world)
-    return [prompts[min(i, len(prompts) - 1)] for i in range(rank * share, (rank + 1) * share)]
+    """This process's prompts: its equal block of them (`reference.shard`), so every process samples as many."""
+    from ..reference import shard
+
+    return [prompts[i] for i in shard(len(prompts), world, rank)]
