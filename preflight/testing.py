@@ -11,7 +11,8 @@
   in float32 and bfloat16, with float32 outputs;
 - no gradient reaches the reference log-probs;
 - for losses that declare ``monotonic``: raising a chosen log-prob (reward) never raises
-  the loss and raising a rejected one never lowers it;
+  the loss and raising a rejected one never lowers it (for list losses: the best-scored and
+  the worst-scored completion of a list);
 - determinism: the same inputs give the same outputs;
 - a missing required input raises a `ValueError` naming the field.
 """
@@ -24,7 +25,9 @@ from typing import Any
 import torch
 
 from .losses import LossInputs, LossOutput, PreferenceLoss, get_loss
-from .losses.base import LENGTH_FIELDS, REFERENCE_FIELDS
+from .losses.base import LENGTH_FIELDS, LIST_REFERENCE_FIELDS, REFERENCE_FIELDS
+
+LIST_SIZE = 4  # completions per list in the contract's inputs (some lists shorter)
 
 
 def make_inputs(
@@ -38,10 +41,14 @@ def make_inputs(
 ) -> LossInputs:
     """Random inputs holding every field `loss` needs (and a margin), as leaf tensors."""
     g = torch.Generator().manual_seed(seed)
+    shape = (batch_size, LIST_SIZE) if loss.input_kind == "lists" else (batch_size,)
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        t = (low + (high - low) * torch.rand(batch_size, generator=g, dtype=torch.float64)).to(dtype)
+        t = (low + (high - low) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
         return t.requires_grad_(requires_grad)
+
+    if loss.input_kind == "lists":
+        return _list_inputs(loss, batch_size, lambda: uniform(logp_low, logp_high), g)
 
     values: dict[str, torch.Tensor] = {}
     for name in loss.required_fields():
@@ -52,6 +59,20 @@ def make_inputs(
         else:
             values[name] = uniform(logp_low, logp_high)
     values["margin"] = torch.rand(batch_size, generator=g).to(dtype)
+    return LossInputs(**values)
+
+
+def _list_inputs(loss: PreferenceLoss, batch_size: int, logps, g: torch.Generator) -> LossInputs:
+    """Lists of 2 to `LIST_SIZE` completions with integer scores 0..3 (ties included, never all tied)."""
+    mask = torch.ones(batch_size, LIST_SIZE, dtype=torch.bool)
+    for b in range(batch_size):
+        mask[b, 2 + b % (LIST_SIZE - 1) :] = False
+    scores = torch.randint(0, 4, (batch_size, LIST_SIZE), generator=g).float()
+    scores[:, 0], scores[:, 1] = 3.0, 0.0  # every list has a best and a worst
+    values = {"policy_logps": logps(), "scores": scores, "list_mask": mask}
+    if loss.requires_reference:
+        values["reference_logps"] = logps()
+    values["completion_lengths"] = torch.randint(1, 301, (batch_size, LIST_SIZE), generator=g)
     return LossInputs(**values)
 
 
@@ -92,7 +113,7 @@ def check_finite_at_extremes(loss: PreferenceLoss, dtype: torch.dtype) -> None:
     for low, high in ((-1e4, -1e3), (-1e4, -1e-3), (-1e-3, -1e-6)):
         inputs = make_inputs(loss, batch_size=8, dtype=dtype, logp_low=low, logp_high=high, seed=3)
         # Pit the extremes against each other: reference at the opposite end from the policy.
-        for ref in REFERENCE_FIELDS:
+        for ref in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS:
             if getattr(inputs, ref) is not None:
                 flipped = (low + high) - getattr(inputs, ref).detach()
                 inputs = dataclasses.replace(inputs, **{ref: flipped.requires_grad_(True)})
@@ -109,13 +130,15 @@ def check_finite_at_extremes(loss: PreferenceLoss, dtype: torch.dtype) -> None:
 def check_no_reference_gradient(loss: PreferenceLoss) -> None:
     inputs = make_inputs(loss)
     loss(inputs).loss.backward()
-    for name in REFERENCE_FIELDS:
+    for name in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS:
         tensor = getattr(inputs, name)
         if tensor is not None:
             assert tensor.grad is None, f"{loss.name}: the gradient reached {name}"
 
 
 def check_monotonic(loss: PreferenceLoss) -> None:
+    if loss.input_kind == "lists":
+        return check_monotonic_lists(loss)
     field = "rewards" if loss.input_kind == "rewards" else "logps"
     chosen_name, rejected_name = (
         ("chosen_rewards", "rejected_rewards")
@@ -134,6 +157,21 @@ def check_monotonic(loss: PreferenceLoss) -> None:
             assert change <= 1e-6, (
                 f"{loss.name}: raising {name}[{i}] by 0.5 changed the loss by {float(moved - base.mean()):+.3g}, "
                 f"expected {'≤' if sign > 0 else '≥'} 0"
+            )
+
+
+def check_monotonic_lists(loss: PreferenceLoss) -> None:
+    """Raising a list's best-scored completion never raises the loss; raising its worst never lowers it."""
+    inputs = make_inputs(loss, batch_size=8, requires_grad=False, seed=7)
+    base = loss(inputs).loss
+    for b in range(8):
+        for position, sign, which in ((0, +1, "best"), (1, -1, "worst")):  # `_list_inputs`: 0 scores 3, 1 scores 0
+            bumped = inputs.policy_logps.clone()
+            bumped[b, position] += 0.5
+            moved = loss(dataclasses.replace(inputs, policy_logps=bumped)).loss
+            assert (moved - base) * sign <= 1e-6, (
+                f"{loss.name}: raising the {which} completion of list {b} by 0.5 changed the loss by "
+                f"{float(moved - base):+.3g}, expected {'≤' if sign > 0 else '≥'} 0"
             )
 
 

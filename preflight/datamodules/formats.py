@@ -6,6 +6,11 @@
 - conversational: lists of ``{role, content}`` messages, rendered by the chat template.
 
 An optional ``margin`` (a number) is passed through for reward models.
+
+A **list** row holds one prompt and K ≥ 2 scored completions: ``prompt``, ``completions`` (strings, or
+message lists), ``scores`` (finite numbers, ties allowed). A data name with a dot reads a key of each element
+of a list: ``columns: {completions.response: completions, completions.overall_score: scores}`` reads
+UltraFeedback's ``completions: [{response, overall_score, ...}]``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, Mapping
 from .errors import PreferenceDataError
 from .sources import RawRow, _Malformed
 
-FIELDS = ("prompt", "chosen", "rejected", "margin")
+FIELDS = ("prompt", "chosen", "rejected", "margin", "completions", "scores")
 Messages = list[dict[str, str]]
 
 
@@ -33,6 +38,26 @@ class PreferenceExample:
     @property
     def conversational(self) -> bool:
         return isinstance(self.chosen, list)
+
+
+@dataclass
+class ListExample:
+    """One prompt and its scored completions (K ≥ 2)."""
+
+    index: int
+    location: str
+    prompt: str | Messages
+    completions: list[str | Messages]
+    scores: list[float]
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.completions[0], list)
+
+
+def is_list_row(value: Any, names: dict[str, str]) -> bool:
+    """Whether a raw row holds a list of completions (its ``completions`` column, or that column's list)."""
+    return isinstance(value, Mapping) and names["completions"].split(".")[0] in value
 
 
 def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -155,3 +180,59 @@ def extract_prompt(chosen: str | Messages, rejected: str | Messages) -> tuple[An
     if isinstance(chosen, str) and 0 < idx and chosen[idx - 1] == " ":
         idx -= 1
     return chosen[:idx], chosen[idx:], rejected[idx:]
+
+
+def _dotted(value: Mapping, key: str, where: str) -> Any:
+    """``value[key]``, or for ``list.inner`` the ``inner`` key of each element of ``value[list]``."""
+    if "." not in key or key in value:
+        return value.get(key)
+    outer, inner = key.split(".", 1)
+    items = value.get(outer)
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise PreferenceDataError(f"{where}: field {outer!r} must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items, start=1):
+        if not isinstance(item, Mapping) or inner not in item:
+            raise PreferenceDataError(f"{where}: field {outer!r}, element {i} has no key {inner!r}")
+    return [item[inner] for item in items]
+
+
+def parse_list_example(row: RawRow, names: dict[str, str]) -> ListExample:
+    """Check one list row (prompt, completions, scores) and return it normalized, or raise naming where and what."""
+    where = row.location
+    if isinstance(row.value, _Malformed):
+        raise PreferenceDataError(f"{where}: {row.value.problem}")
+    value = row.value
+    prompt = _dotted(value, names["prompt"], where)
+    completions = _dotted(value, names["completions"], where)
+    scores = _dotted(value, names["scores"], where)
+    for field, item in (("prompt", prompt), ("completions", completions), ("scores", scores)):
+        if item is None:
+            present = names[field].split(".")[0] in value
+            raise PreferenceDataError(f"{where}: field {names[field]!r} is {'null' if present else 'missing'}")
+    _check_text_or_messages(prompt, f"{where}: field {names['prompt']!r}")
+    if not isinstance(completions, list) or len(completions) < 2:
+        count = len(completions) if isinstance(completions, list) else type(completions).__name__
+        raise PreferenceDataError(f"{where}: field {names['completions']!r} needs at least 2 completions, got {count}")
+    for k, completion in enumerate(completions, start=1):
+        _check_text_or_messages(completion, f"{where}: field {names['completions']!r}, completion {k}")
+    if {isinstance(c, list) for c in completions} | {isinstance(prompt, list)} != {isinstance(prompt, list)}:
+        raise PreferenceDataError(f"{where}: mixes strings and message lists across prompt/completions")
+    if not isinstance(scores, list) or len(scores) != len(completions):
+        count = len(scores) if isinstance(scores, list) else type(scores).__name__
+        raise PreferenceDataError(
+            f"{where}: field {names['scores']!r} holds {count} scores for {len(completions)} completions"
+        )
+    checked = []
+    for k, score in enumerate(scores, start=1):
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise PreferenceDataError(f"{where}: field {names['scores']!r}, score {k} is not a number ({score!r})")
+        if not math.isfinite(score):
+            raise PreferenceDataError(f"{where}: field {names['scores']!r}, score {k} is not finite ({score})")
+        checked.append(float(score))
+    if isinstance(prompt, list):
+        as_pair = {**names, "chosen": names["completions"], "rejected": names["completions"]}
+        for k, completion in enumerate(completions, start=1):
+            _check_turns(prompt, completion, completion, f"{where}, completion {k}", as_pair)
+    return ListExample(row.index, where, prompt, completions, checked)

@@ -12,8 +12,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .formats import PreferenceExample
-from .tokenization import TokenizedPair, Truncation, common_prefix_length, tokenize_example, truncate
+from .formats import ListExample, PreferenceExample
+from .tokenization import (
+    TokenizedList,
+    TokenizedPair,
+    Truncation,
+    common_prefix_length,
+    tokenize_example,
+    tokenize_list,
+    truncate,
+    truncate_list,
+)
 
 _WORKER_TOKENIZER = None  # set before the pool forks, so workers inherit it instead of unpickling it
 
@@ -25,8 +34,15 @@ class Limits:
     truncation: Truncation
 
 
-def tokenize_batch(tokenizer, examples: list[PreferenceExample], limits: Limits) -> list[TokenizedPair | None]:
-    """Each example tokenized and truncated (None where a completion ends up empty)."""
+def tokenize_batch(
+    tokenizer, examples: list[PreferenceExample] | list[ListExample], limits: Limits
+) -> list[TokenizedPair | TokenizedList | None]:
+    """Each example tokenized and truncated (None where a completion ends up empty); a chunk holds pairs or lists."""
+    if examples and isinstance(examples[0], ListExample):
+        return [
+            truncate_list(tokenize_list(tokenizer, e), limits.max_length, limits.max_prompt_length, limits.truncation)
+            for e in examples
+        ]
     standard = [e for e in examples if not e.conversational]
     by_id: dict[int, TokenizedPair] = {}
     if standard:

@@ -1,4 +1,5 @@
-"""`PreferenceDataModule`: pairwise preference data (prompt, chosen, rejected) as batches."""
+"""`PreferenceDataModule`: preference data as batches: pairs (prompt, chosen, rejected), or lists of scored
+completions per prompt (`lists`)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from . import cache
-from .collate import PreferenceCollator
+from .collate import ListCollator, PreferenceCollator
 from .errors import PreferenceDataError
-from .formats import PreferenceExample, column_names, parse_example
+from .formats import ListExample, PreferenceExample, column_names, is_list_row, parse_example, parse_list_example
 from .parallel import Limits, available_cores, tokenize_chunks
-from .store import PairStore, PairStoreWriter, store_problem
+from .lists import LIST_MODES, ListMode, has_preference, units_of
+from .store import ListStore, ListStoreWriter, PairStore, PairStoreWriter, open_store, store_problem
 from .sampler import FlatBatchSampler, PreferenceBatchSampler, StepRow
 from .scratch import new_scratch_folder
 from .sources import Source
@@ -47,6 +49,7 @@ class SplitReport:
     """What happened to the rows of one split."""
 
     source: str
+    kind: str = "pairs"  # or "lists"
     rows: int = 0
     kept: int = 0
     bad: int = 0
@@ -55,11 +58,12 @@ class SplitReport:
     first_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{self.source}: {self.kept} of {self.rows} pairs kept"]
+        parts = [f"{self.source}: {self.kept} of {self.rows} {self.kind} kept"]
         if self.bad:
             parts.append(f"{self.bad} bad rows skipped (first: {'; '.join(self.first_problems)})")
         if self.identical:
-            parts.append(f"{self.identical} with chosen identical to rejected dropped")
+            same = "with all scores tied" if self.kind == "lists" else "with chosen identical to rejected"
+            parts.append(f"{self.identical} {same} dropped")
         if self.truncated_away:
             parts.append(f"{self.truncated_away} dropped because a completion was empty after truncation")
         return ", ".join(parts)
@@ -67,10 +71,13 @@ class SplitReport:
 
 class PairDataset(Dataset):
     """The pairs of one split: read from a `PairStore` on disk (optionally a selection of its pairs), or held
-    in a list. Precomputed reference log-probs travel beside them (`attach_reference`)."""
+    in a list; or the lists of a split of lists, read from a `ListStore` (``kind`` says which). Precomputed
+    reference log-probs travel beside pairs (`attach_reference`)."""
 
-    def __init__(self, pairs: "list[TokenizedPair] | PairStore", positions: np.ndarray | None = None) -> None:
-        self._store = pairs if isinstance(pairs, PairStore) else None
+    def __init__(
+        self, pairs: "list[TokenizedPair] | PairStore | ListStore", positions: np.ndarray | None = None
+    ) -> None:
+        self._store = pairs if isinstance(pairs, (PairStore, ListStore)) else None
         self._list = None if self._store is not None else list(pairs)
         size = len(self._store) if self._store is not None else len(self._list)
         self._positions = np.arange(size) if positions is None else np.asarray(positions)
@@ -83,12 +90,26 @@ class PairDataset(Dataset):
         step_pairs = i.step_pairs if isinstance(i, StepRow) else None
         i = i.index if isinstance(i, StepRow) else i
         position = int(self._positions[i])
+        if self.kind == "lists":
+            item = self._store.item(position)
+            return item if step_pairs is None else dataclasses.replace(item, step_pairs=step_pairs)
         pair = self._store.pair(position) if self._store is not None else self._list[position]
         if self._reference is not None:
             pair = dataclasses.replace(
                 pair, reference_logps=(float(self._reference[i, 0]), float(self._reference[i, 1]))
             )
         return pair if step_pairs is None else dataclasses.replace(pair, step_pairs=step_pairs)
+
+    @property
+    def kind(self) -> str:
+        """``pairs`` or ``lists``."""
+        return "lists" if isinstance(self._store, ListStore) else "pairs"
+
+    def units(self, mode: ListMode) -> list[int]:
+        """What each row counts for in an optimizer step: 1 a pair; a list its pairs under `mode` (1 for ``list``)."""
+        if self.kind == "pairs":
+            return [1] * len(self)
+        return [units_of(self._store.list_scores(int(p)), mode) for p in self._positions]
 
     @property
     def pairs(self) -> "_Pairs":
@@ -118,6 +139,8 @@ class PairDataset(Dataset):
         return PairDataset(source, self._positions[np.asarray(indices, dtype=np.int64)])
 
     def attach_reference(self, chosen: Sequence[float], rejected: Sequence[float]) -> None:
+        if self.kind == "lists":
+            raise PreferenceDataError("precomputed reference log-probs are kept for pairs, not for lists")
         self._reference = np.stack([np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)], 1)
 
 
@@ -176,6 +199,10 @@ class PreferenceDataModule(L.LightningDataModule):
             downloaded whole before tokenization starts).
         chat_template: the Jinja chat template for conversational rows, as a path to a ``.jinja`` file or the
             template text; None: the tokenizer's own.
+        pairs_from_lists: what a split of lists (``prompt``, ``completions``, ``scores`` rows) turns into: ``all``
+            (every two completions with different scores), ``best_worst`` (the best against the worst),
+            ``consecutive`` (adjacent ranks), or ``list`` (whole lists, for list-wise losses). Ties never form a
+            pair; an optimizer step's denominator counts the pairs (the lists for ``list``). Pair data ignores it.
         max_row_chars: a row whose prompt, chosen and rejected hold more characters than this is a bad row
             (reported with its location, or skipped with ``on_bad_rows: skip``): tokenizing it would take
             about 200 bytes of memory per character, for text that truncation throws away. None: no limit.
@@ -212,8 +239,12 @@ class PreferenceDataModule(L.LightningDataModule):
         chat_template: str | None = None,
         num_proc: int | None = None,
         streaming: bool = False,
+        pairs_from_lists: ListMode = "all",
     ) -> None:
         super().__init__()
+        if pairs_from_lists not in LIST_MODES:
+            raise ValueError(f"pairs_from_lists must be one of {', '.join(LIST_MODES)}; got {pairs_from_lists!r}")
+        self.pairs_from_lists = pairs_from_lists
         if truncation not in ("keep_end", "keep_start"):
             raise ValueError(f"truncation must be 'keep_end' or 'keep_start', got {truncation!r}")
         if on_bad_rows not in ("error", "skip"):
@@ -323,7 +354,7 @@ class PreferenceDataModule(L.LightningDataModule):
                 source = f"{self.val_fraction:g} of {self.reports['train'].source}"
             else:
                 source = report.source
-            parts.append(f"{split} {source} ({len(dataset)} pairs)")
+            parts.append(f"{split} {source} ({len(dataset)} {dataset.kind})")
         return ", ".join(parts)
 
     def problem_reports(self, stage: str | None = None) -> list[str]:
@@ -333,7 +364,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def _carve_validation(self) -> None:
         train = self.dataset("train")
-        n_val = max(1, int(round(len(train) * self.val_fraction)))
+        n_val = max(1, int(round(len(train) * self.val_fraction)))  # rows: pairs, or lists
         if n_val >= len(train):
             raise PreferenceDataError(f"val_fraction={self.val_fraction} leaves no training pairs out of {len(train)}")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
@@ -369,18 +400,26 @@ class PreferenceDataModule(L.LightningDataModule):
             if folder.exists():
                 problem = store_problem(folder, settings)
                 if problem is None:
-                    store = PairStore(folder)
+                    store = open_store(folder)
                     return PairDataset(store), SplitReport(**store.meta["report"])
                 cache.report_rebuild(folder, problem)
             return self._tokenize_source(source, folder, settings)
 
-    def _examples(self, source: Source, report: SplitReport) -> Iterator[PreferenceExample]:
-        """The usable examples of the source, in order; bad and identical rows counted (or raised)."""
+    def _examples(self, source: Source, report: SplitReport) -> Iterator[PreferenceExample | ListExample]:
+        """The usable examples of the source, in order; bad and identical rows counted (or raised). The split's
+        first row says whether it holds pairs or lists; a row of the other kind is a bad row."""
         names = column_names(self.columns)
+        kind = None
         for row in source.rows():
             report.rows += 1
             try:
-                example = parse_example(row, names)
+                row_kind = "lists" if is_list_row(row.value, names) else "pairs"
+                kind = kind or row_kind
+                if row_kind != kind:
+                    raise PreferenceDataError(
+                        f"{row.location}: a row of {row_kind} in a split of {kind} (its first row holds {kind})"
+                    )
+                example = parse_list_example(row, names) if kind == "lists" else parse_example(row, names)
                 self._check_size(example)
             except PreferenceDataError as err:
                 if self.on_bad_rows == "error":
@@ -389,7 +428,12 @@ class PreferenceDataModule(L.LightningDataModule):
                 if len(report.first_problems) < MAX_REPORTED:
                     report.first_problems.append(str(err))
                 continue
-            if self.drop_identical and example.chosen == example.rejected:
+            report.kind = kind
+            if isinstance(example, ListExample):
+                if not has_preference(example.scores):
+                    report.identical += 1  # all tied: no pair, no ranking
+                    continue
+            elif self.drop_identical and example.chosen == example.rejected:
                 report.identical += 1
                 continue
             yield example
@@ -400,7 +444,10 @@ class PreferenceDataModule(L.LightningDataModule):
         examples = self._examples(source, report)
         chunks = iter(lambda: list(itertools.islice(examples, CHUNK)), [])
         limits = Limits(self.max_length, self.max_prompt_length, self.truncation)
-        writer = PairStoreWriter(folder)
+        chunks = iter(chunks)
+        first = next(chunks, [])
+        chunks = itertools.chain([first], chunks) if first else iter(())
+        writer = ListStoreWriter(folder) if first and isinstance(first[0], ListExample) else PairStoreWriter(folder)
         try:
             for tokenized in tokenize_chunks(self.tokenizer, chunks, limits, processes):
                 kept = [p for p in tokenized if p is not None]
@@ -410,7 +457,7 @@ class PreferenceDataModule(L.LightningDataModule):
             if report.rows == 0:
                 raise PreferenceDataError(f"{source.name}: the dataset is empty (no rows)")
             if not report.kept:
-                raise PreferenceDataError(f"{source.name}: no usable pairs ({report.summary()})")
+                raise PreferenceDataError(f"{source.name}: no usable {report.kind} ({report.summary()})")
         except BaseException:
             writer.abort()
             raise
@@ -427,7 +474,12 @@ class PreferenceDataModule(L.LightningDataModule):
     def _check_size(self, example) -> None:
         if self.max_row_chars is None:
             return
-        size = sum(_text_length(getattr(example, f)) for f in ("prompt", "chosen", "rejected"))
+        texts = (
+            [example.prompt, *example.completions]
+            if isinstance(example, ListExample)
+            else [example.prompt, example.chosen, example.rejected]
+        )
+        size = sum(_text_length(text) for text in texts)
         if size > self.max_row_chars:
             raise PreferenceDataError(
                 f"{example.location}: the row holds {size:,} characters, "
@@ -444,8 +496,23 @@ class PreferenceDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     @property
     def collator(self) -> PreferenceCollator:
+        return PreferenceCollator(self._pad_id(), self.pad_to_multiple_of)
+
+    def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
-        return PreferenceCollator(pad if pad is not None else self.tokenizer.eos_token_id, self.pad_to_multiple_of)
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def holds_lists(self, stage: str | None = None) -> bool:
+        """Whether the splits of `stage` hold lists of completions (in whatever `pairs_from_lists` mode)."""
+        return any(d is not None and d.kind == "lists" for d in map(self.dataset, STAGE_SPLITS.get(stage, ALL_SPLITS)))
+
+    def data_kind(self, stage: str | None = None) -> str:
+        """What a loss receives from the splits of `stage`: ``pairs`` (pairs, or pairs built from lists) or
+        ``lists`` (whole lists: ``pairs_from_lists: list``)."""
+        kinds = {d.kind for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if (d := self.dataset(s)) is not None}
+        if len(kinds) > 1:
+            raise PreferenceDataError("the splits mix pairs and lists: give every split in one kind")
+        return "lists" if kinds == {"lists"} and self.pairs_from_lists == "list" else "pairs"
 
     def _distribution(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -469,6 +536,7 @@ class PreferenceDataModule(L.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
             accumulate=self._accumulation(),
+            units=dataset.units(self.pairs_from_lists) if dataset.kind == "lists" else None,
         )
         self._resume_position(sampler)
         self._train_sampler = sampler
@@ -509,7 +577,9 @@ class PreferenceDataModule(L.LightningDataModule):
             dataset,
             batch_size=sampler.batch_size,
             sampler=FlatBatchSampler(sampler),
-            collate_fn=self.collator,
+            collate_fn=self.collator
+            if dataset.kind == "pairs"
+            else ListCollator(self._pad_id(), self.pad_to_multiple_of, self.pairs_from_lists),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -42,6 +42,7 @@ class PreferenceBatchSampler:
         drop_last: bool = False,
         mega_batch_size: int = 50,
         accumulate: int = 1,
+        units: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -52,6 +53,8 @@ class PreferenceBatchSampler:
         self.seed, self.num_replicas, self.rank, self.drop_last = seed, num_replicas, rank, drop_last
         self.mega_batch_size = mega_batch_size
         self.accumulate = max(1, accumulate)
+        # what each row counts for in a step's denominator: 1 a pair; a list its pairs (or 1 as a whole list)
+        self.units = None if units is None else list(units)
         self.epoch = 0
         self._sizes: tuple[int, list[int]] | None = None  # (epoch, global batch sizes), cached
         self._yielded = 0  # batches already yielded in the current epoch (for resume)
@@ -105,8 +108,13 @@ class PreferenceBatchSampler:
         return self._sizes[1]
 
     def step_pairs(self) -> list[int]:
-        """For each micro-batch of the current epoch, the pairs of its whole optimizer step (all ranks)."""
-        sizes, k = self.global_batch_sizes(), self.accumulate
+        """For each micro-batch of the current epoch, the pairs of its whole optimizer step (all ranks); for lists,
+        the units (`units`) of its rows."""
+        if self.units is None:
+            sizes = self.global_batch_sizes()
+        else:
+            sizes = [sum(self.units[i] for i in batch) for batch in self.global_batches()]
+        k = self.accumulate
         return [sum(sizes[(i // k) * k : (i // k) * k + k]) for i in range(len(sizes))]
 
     def local_size(self, global_size: int) -> int:

@@ -12,6 +12,11 @@ Pairs are read with ``os.pread``: the token ids stay in the kernel's page cache,
 process's resident memory, so memory does not grow with the dataset (the [N, 5] table, 40 bytes a
 pair, is the part that does). The folder is written under a temporary name and renamed into place,
 so a reader never sees half of it.
+
+A split of **lists** (one prompt, K scored completions) is a folder of the same kind, its ``meta.json`` saying
+``"kind": "lists"``: ``ids.bin`` (prompt then each completion), ``lists.npy`` [N, 5] int64 per list (its dataset
+row, where its prompt starts and ends, its first completion's number and its K), ``ends.npy`` (where each
+completion ends) and ``scores.npy`` (float64 per completion). `ListStore` reads it.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .tokenization import TokenizedPair
+from .tokenization import TokenizedList, TokenizedPair
 
 FILES = ("ids.bin", "pairs.npy", "margin.npy")
+LIST_FILES = ("ids.bin", "lists.npy", "ends.npy", "scores.npy")
 
 
 class PairStore:
@@ -112,9 +118,95 @@ class PairStoreWriter:
         shutil.rmtree(self._staging, ignore_errors=True)
 
 
-def checksum(folder: Path) -> str:
+class ListStore:
+    """Read access to a store folder of lists (see the module docstring)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+        self.table = np.load(self.folder / "lists.npy")
+        self.ends = np.load(self.folder / "ends.npy")
+        self.scores = np.load(self.folder / "scores.npy")
+        self._fd = os.open(self.folder / "ids.bin", os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.table.shape[0]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
+
+    def item(self, position: int) -> TokenizedList:
+        row, start, prompt_end, first, k = (int(v) for v in self.table[position])
+        ends = self.ends[first : first + k]
+        ids = np.frombuffer(os.pread(self._fd, (int(ends[-1]) - start) * 4, start * 4), dtype=np.int32)
+        bounds = [prompt_end - start] + [int(e) - start for e in ends]
+        completions = [ids[a:b].tolist() for a, b in zip(bounds, bounds[1:])]
+        return TokenizedList(row, ids[: bounds[0]].tolist(), completions, self.scores[first : first + k].tolist())
+
+    def lengths(self) -> np.ndarray:
+        """Tokens of the longest row (prompt + completion) of each list: what padding depends on."""
+        t, ends = self.table, self.ends
+        starts = np.concatenate([[0], ends[:-1]])
+        starts[t[:, 3]] = t[:, 2]  # a list's first completion starts where its prompt ends
+        return (t[:, 2] - t[:, 1]) + np.maximum.reduceat(ends - starts, t[:, 3])
+
+    def list_scores(self, position: int) -> list[float]:
+        _, _, _, first, k = (int(v) for v in self.table[position])
+        return self.scores[first : first + k].tolist()
+
+
+class ListStoreWriter(PairStoreWriter):
+    """Writes lists in arrival order; `finish` puts the folder in place."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder)
+        self._ends: list[int] = []
+        self._scores: list[float] = []
+
+    def add(self, lists: Iterable[TokenizedList]) -> None:
+        for item in lists:
+            start = self._offset
+            ids = np.asarray(item.prompt_ids + [t for c in item.completion_ids for t in c], dtype=np.int32)
+            self._ids.write(ids.tobytes())
+            prompt_end = start + len(item.prompt_ids)
+            self._rows.append((item.index, start, prompt_end, len(self._ends), len(item.completion_ids)))
+            end = prompt_end
+            for completion in item.completion_ids:
+                end += len(completion)
+                self._ends.append(end)
+            self._scores.extend(float(v) for v in item.scores)
+            self._offset = end
+
+    def finish(self, meta: dict[str, Any]) -> ListStore:
+        self._ids.close()
+        np.save(self._staging / "lists.npy", np.asarray(self._rows, dtype=np.int64).reshape(-1, 5))
+        np.save(self._staging / "ends.npy", np.asarray(self._ends, dtype=np.int64))
+        np.save(self._staging / "scores.npy", np.asarray(self._scores, dtype=np.float64))
+        meta = {**meta, "kind": "lists", "checksum": checksum(self._staging, LIST_FILES)}
+        (self._staging / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self._staging.rename(self.folder)
+        return ListStore(self.folder)
+
+
+def open_store(folder: Path) -> PairStore | ListStore:
+    """The store in a folder, of pairs or of lists as its description says."""
+    meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    return ListStore(folder) if meta.get("kind") == "lists" else PairStore(folder)
+
+
+def checksum(folder: Path, files: tuple[str, ...] = FILES) -> str:
     h = hashlib.sha256()
-    for name in FILES:
+    for name in files:
         with open(folder / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
@@ -127,10 +219,13 @@ def store_problem(folder: Path, settings: dict[str, Any]) -> str | None:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or not {"settings", "checksum", "report"} <= meta.keys():
             return "is not a preflight cache entry"
-        if meta["checksum"] != checksum(folder):
+        lists = meta.get("kind") == "lists"
+        if meta["checksum"] != checksum(folder, LIST_FILES if lists else FILES):
             return "does not match its checksum (changed or damaged)"
         if meta["settings"] != settings:
             return "was made with other settings"
+        if lists:
+            return _list_store_problem(folder, meta)
         table = np.load(folder / "pairs.npy")
         n_ids = (folder / "ids.bin").stat().st_size // 4
     except (OSError, ValueError, UnicodeDecodeError) as err:
@@ -149,4 +244,20 @@ def store_problem(folder: Path, settings: dict[str, Any]) -> str | None:
         and ends[-1] == n_ids
     ):
         return "holds a pair of the wrong shape"
+    return None
+
+
+def _list_store_problem(folder: Path, meta: dict) -> str | None:
+    table, ends = np.load(folder / "lists.npy"), np.load(folder / "ends.npy")
+    n_ids = (folder / "ids.bin").stat().st_size // 4
+    if table.ndim != 2 or table.shape[1] != 5 or table.shape[0] == 0:
+        return "holds no lists"
+    if meta["report"].get("kept") != table.shape[0]:
+        return "holds a report that does not match its lists"
+    starts, prompt_ends, first, k = table[:, 1], table[:, 2], table[:, 3], table[:, 4]
+    if not ((k >= 2).all() and (first[1:] == first[:-1] + k[:-1]).all() and first[0] == 0 and len(ends) == k.sum()):
+        return "holds a list of the wrong shape"
+    last = ends[first + k - 1]
+    if not ((starts <= prompt_ends).all() and (starts[1:] == last[:-1]).all() and starts[0] == 0 and last[-1] == n_ids):
+        return "holds a list of the wrong shape"
     return None

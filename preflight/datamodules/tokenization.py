@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from .formats import PreferenceExample
+from .formats import ListExample, PreferenceExample
 
 Truncation = Literal["keep_end", "keep_start"]
 
@@ -53,6 +53,23 @@ class TokenizedPair:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
 
+@dataclass
+class TokenizedList:
+    """One prompt's ids and the ids of its K scored completions (each tokenized after the prompt, as a pair's)."""
+
+    index: int
+    prompt_ids: list[int]
+    completion_ids: list[list[int]]
+    scores: list[float]
+    #: units of the optimizer step this row is drawn for (`sampler.StepRow`); not part of the cache.
+    step_pairs: int | None = None
+
+    @property
+    def length(self) -> int:
+        """Tokens of the longest row (prompt + completion): what padding depends on."""
+        return len(self.prompt_ids) + max(len(c) for c in self.completion_ids)
+
+
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
@@ -80,6 +97,40 @@ def tokenize_example(tokenizer, example: PreferenceExample) -> TokenizedPair:
         full_rejected = _ids(tokenizer(example.prompt + with_eos(example.rejected)))
     n = min(common_prefix_length(prompt_ids, full_chosen), common_prefix_length(prompt_ids, full_rejected))
     return TokenizedPair(example.index, prompt_ids[:n], full_chosen[n:], full_rejected[n:], example.margin)
+
+
+def tokenize_list(tokenizer, example: ListExample) -> TokenizedList:
+    """The prompt once and each completion after it, by the same rules as `tokenize_example`."""
+    if example.conversational:
+        render = lambda messages, gen: _ids(  # noqa: E731
+            tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=gen, return_dict=True)
+        )
+        prompt_ids = render(example.prompt, True)
+        full = [render(example.prompt + c, False) for c in example.completions]
+    else:
+        eos = tokenizer.eos_token or ""
+        texts = [example.prompt] + [example.prompt + (c if c.endswith(eos) else c + eos) for c in example.completions]
+        prompt_ids, *full = _ids(tokenizer(texts))
+    n = min(common_prefix_length(prompt_ids, f) for f in full)
+    return TokenizedList(example.index, prompt_ids[:n], [f[n:] for f in full], list(example.scores))
+
+
+def truncate_list(
+    item: TokenizedList, max_length: int | None, max_prompt_length: int | None, truncation: Truncation
+) -> TokenizedList | None:
+    """The list cut to the limits as `truncate` cuts a pair, or None when a completion would be empty."""
+    prompt = item.prompt_ids
+    if max_prompt_length is not None and len(prompt) > max_prompt_length:
+        prompt = prompt[-max_prompt_length:] if truncation == "keep_end" else prompt[:max_prompt_length]
+    completions = item.completion_ids
+    if max_length is not None:
+        room = max_length - len(prompt)
+        if room <= 0:
+            return None
+        completions = [c[:room] for c in completions]
+    if not all(completions):
+        return None
+    return TokenizedList(item.index, prompt, completions, item.scores)
 
 
 def truncate(

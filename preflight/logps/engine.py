@@ -52,7 +52,8 @@ class CompletionLogps:
         return text
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        """Summed completion log-probs of every row of the batch [2B] (chosen rows first), float32, one forward."""
+        """Summed completion log-probs of every row of the batch (pairs: [2B], chosen rows first; lists: one per
+        completion row), float32, one forward."""
         lm = unwrap_peft(model)
         path = self.plan(model)
         transform = path.transform if path.fused else None

@@ -1,17 +1,18 @@
 """Rows of several sequences: the shared prompt and padding-free packing.
 
 A `Layout` places the batch's sequences in rows and records, for every position, its document
-(the pair or sequence it belongs to, -1 for padding), its segment (prompt, chosen, rejected) and its
-position id. One rule says which keys a query may attend to:
+(the pair, list or sequence it belongs to, -1 for padding), its segment (the prompt, or the k-th
+completion of its document) and its position id. One rule says which keys a query may attend to:
 
-    same document  and  key ≤ query  and  not (query rejected and key chosen)  and  the layer's window
-    (by position id)
+    same document  and  key ≤ query  and  (key in the prompt  or  key in the query's own completion)
+    and  the layer's window (by position id)
 
 so every completion is computed exactly as in its own ``[prompt, completion]`` row (tested to 1e-5).
 Two units of layout:
 
-- **shared prompt**: one unit ``[prompt, chosen, rejected]`` per pair, the prompt computed once for
-  both completions; the rejected positions restart right after the prompt.
+- **shared prompt**: one unit ``[prompt, completion 1, ..., completion K]`` per prompt (K = 2 for a pair:
+  chosen then rejected), the prompt computed once for all K; each completion's positions restart right
+  after the prompt.
 - **separate sequences**: ``[prompt, chosen]`` and ``[prompt, rejected]``, each its own document.
 
 Units go one per row, or several per row up to a token budget, balanced so the rows have similar
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from .settings import RowPacking
 
-PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1  # a unit's k-th completion (from 1) is segment k: chosen 1, rejected 2
 FLEX_BLOCK = 128  # FlexAttention's default block size
 
 
@@ -46,7 +47,7 @@ class Layout:
     rows: Tensor  # [N] for every predicted completion token: its row,
     sources: Tensor  # [N] the position whose output predicts it,
     targets: Tensor  # [N] its token id,
-    slots: Tensor  # [N] and its output: i for pair i's chosen, B + i for its rejected
+    slots: Tensor  # [N] and its output: the batch row (of ``input_ids``) of its sequence
 
     @property
     def real_tokens(self) -> int:
@@ -122,11 +123,12 @@ class Layout:
 
 def _attention_rule(document: Tensor, segment: Tensor, positions: Tensor, row, query, key, pattern) -> Tensor:
     """The one rule, for the dense mask and the block mask's `mask_mod` alike: the same document, causal,
-    a rejected token never sees a chosen one, within the pattern's window by position id; padding sees itself
-    (never a row of -inf, NaN). Out-of-place operations, so FlexAttention can trace it."""
+    a completion's token sees the prompt and its own completion only, within the pattern's window by position
+    id; padding sees itself (never a row of -inf, NaN). Out-of-place operations, so FlexAttention can trace it."""
     own = document[row, query]
     allowed = (own == document[row, key]) & (own != PAD) & (key <= query)
-    allowed = allowed & ~((segment[row, query] == REJECTED) & (segment[row, key] == CHOSEN))
+    key_segment = segment[row, key]
+    allowed = allowed & ((key_segment == PROMPT) | (key_segment == segment[row, query]))
     if pattern is not None and pattern.kind != "full":
         allowed = allowed & pattern.allows(positions[row, query], positions[row, key])
     return allowed | (query == key)
@@ -137,37 +139,54 @@ def pack_pairs(batch: dict[str, Tensor], pad_token_id: int = 0) -> Layout:
     return layout(batch, shared=True, packing=RowPacking.unit_per_row(), pad_token_id=pad_token_id)
 
 
+def groups(batch: dict[str, Tensor]) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """The batch's prompts and their completions: (row holding the prompt, prompt length, [(row, completion
+    length), ...]) per pair (its chosen row, then its rejected) or per list (its rows in order)."""
+    P = batch["prompt_lengths"].tolist()
+    if "list_index" in batch:
+        owners, lengths = batch["list_index"].tolist(), batch["completion_lengths"].tolist()
+        members: list[list[tuple[int, int]]] = [[] for _ in P]
+        for row, (owner, length) in enumerate(zip(owners, lengths)):
+            members[owner].append((row, length))
+        return [(rows[0][0], P[b], rows) for b, rows in enumerate(members)]
+    B = len(P)
+    C, R = batch["chosen_lengths"].tolist(), batch["rejected_lengths"].tolist()
+    return [(i, P[i], [(i, C[i]), (B + i, R[i])]) for i in range(B)]
+
+
 def layout(batch: dict[str, Tensor], shared: bool, packing: RowPacking, pad_token_id: int = 0) -> Layout:
-    """Place the batch's pairs in rows.
+    """Place the batch's sequences in rows.
 
     Args:
-        batch: the collated batch (``input_ids`` [2B, T], chosen rows first; prompt/chosen/rejected lengths).
-        shared: one unit ``[prompt, chosen, rejected]`` per pair; else ``[prompt, chosen]`` and
-            ``[prompt, rejected]`` as two units.
+        batch: the collated batch of pairs (``input_ids`` [2B, T], chosen rows first) or of lists (one row per
+            completion, ``list_index`` naming its list); see `preflight.datamodules.collate`.
+        shared: one unit ``[prompt, completion 1, ..., completion K]`` per pair or list; else each
+            ``[prompt, completion]`` its own unit.
         packing: how the units go into rows (`RowPacking`).
         pad_token_id: the id at padding positions.
     """
     ids = batch["input_ids"]
-    B = batch["prompt_lengths"].shape[0]
-    P, C, R = (batch[k].tolist() for k in ("prompt_lengths", "chosen_lengths", "rejected_lengths"))
     units = []  # (token ids, position ids, segments, [(completion start, length, slot)])
-    for i in range(B):
-        p, c, r = P[i], C[i], R[i]
-        prompt, chosen, rejected = ids[i, :p], ids[i, p : p + c], ids[B + i, p : p + r]
+    for prompt_row, p, completions in groups(batch):
+        prompt = ids[prompt_row, :p]
         if shared:
-            units.append(
-                (
-                    torch.cat([prompt, chosen, rejected]),
-                    list(range(p + c)) + list(range(p, p + r)),
-                    [PROMPT] * p + [CHOSEN] * c + [REJECTED] * r,
-                    [(p, c, i), (p + c, r, B + i)],
-                )
-            )
+            tokens, positions, segments, spans = [prompt], list(range(p)), [PROMPT] * p, []
+            for k, (row, length) in enumerate(completions, start=1):
+                spans.append((len(segments), length, row))
+                tokens.append(ids[row, p : p + length])
+                positions += range(p, p + length)
+                segments += [k] * length
+            units.append((torch.cat(tokens), positions, segments, spans))
         else:
-            units.append((torch.cat([prompt, chosen]), list(range(p + c)), [PROMPT] * p + [CHOSEN] * c, [(p, c, i)]))
-            units.append(
-                (torch.cat([prompt, rejected]), list(range(p + r)), [PROMPT] * p + [CHOSEN] * r, [(p, r, B + i)])
-            )
+            for row, length in completions:
+                units.append(
+                    (
+                        torch.cat([prompt, ids[row, p : p + length]]),
+                        list(range(p + length)),
+                        [PROMPT] * p + [CHOSEN] * length,
+                        [(p, length, row)],
+                    )
+                )
     placed = fill_rows([len(u[0]) for u in units], packing)
     rows_count = max(row for row, _ in placed) + 1
     L = max(start + len(u[0]) for u, (_, start) in zip(units, placed))

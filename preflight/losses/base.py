@@ -18,15 +18,22 @@ LOGP_FIELDS = ("policy_chosen_logps", "policy_rejected_logps")
 REFERENCE_FIELDS = ("reference_chosen_logps", "reference_rejected_logps")
 LENGTH_FIELDS = ("chosen_lengths", "rejected_lengths")
 REWARD_FIELDS = ("chosen_rewards", "rejected_rewards")
+LIST_FIELDS = ("policy_logps", "scores", "list_mask")
+LIST_REFERENCE_FIELDS = ("reference_logps",)
+#: what each input kind receives: pairs of log-probs, pairs of reward-model scores, or whole lists
+INPUT_KINDS = {"logps": "pairs", "rewards": "pairs", "lists": "lists"}
 
 
 @dataclass
 class LossInputs:
-    """Per-pair inputs of a preference loss; every tensor is shaped [B] and optional.
+    """Per-pair (or per-list) inputs of a preference loss; every tensor is optional.
 
-    `*_logps` are sums of completion-token log-probabilities, `*_lengths` completion
-    token counts, `*_rewards` scores of an explicit reward model, `margin` a per-pair
-    margin (reward models).
+    Pairs, every tensor [B]: `*_logps` are sums of completion-token log-probabilities, `*_lengths` completion
+    token counts, `*_rewards` scores of an explicit reward model, `margin` a per-pair margin (reward models).
+
+    Lists (losses with ``input_kind = "lists"``), every tensor [B, K] for B lists of at most K completions:
+    `policy_logps` / `reference_logps` the summed log-probs of each completion, `scores` its score in the data,
+    `list_mask` True where a completion exists (shorter lists are padded), `completion_lengths` its tokens.
     """
 
     policy_chosen_logps: Tensor | None = None
@@ -38,13 +45,18 @@ class LossInputs:
     chosen_rewards: Tensor | None = None
     rejected_rewards: Tensor | None = None
     margin: Tensor | None = None
+    policy_logps: Tensor | None = None
+    reference_logps: Tensor | None = None
+    scores: Tensor | None = None
+    list_mask: Tensor | None = None
+    completion_lengths: Tensor | None = None
 
     def to_float32(self) -> "LossInputs":
         """A copy with every floating tensor at least float32 (bf16/fp16 are upcast)."""
         changes = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or value.dtype == torch.bool:
                 continue
             if not value.is_floating_point() or value.dtype in (torch.float16, torch.bfloat16):
                 changes[f.name] = value.float()
@@ -52,7 +64,8 @@ class LossInputs:
 
     def detach_reference(self) -> "LossInputs":
         """A copy whose reference log-probs carry no gradient: the reference is frozen."""
-        changes = {name: getattr(self, name).detach() for name in REFERENCE_FIELDS if getattr(self, name) is not None}
+        names = REFERENCE_FIELDS + LIST_REFERENCE_FIELDS
+        changes = {name: getattr(self, name).detach() for name in names if getattr(self, name) is not None}
         return dataclasses.replace(self, **changes)
 
     @property
@@ -94,7 +107,8 @@ class PreferenceLoss(nn.Module):
     requires_reference: ClassVar[bool] = True
     #: The loss reads `chosen_lengths` / `rejected_lengths`.
     requires_lengths: ClassVar[bool] = False
-    #: "logps" for policy log-probs (DPO family), "rewards" for reward-model scores.
+    #: "logps" for pairs of policy log-probs (DPO family), "rewards" for reward-model scores, "lists" for whole
+    #: lists of scored completions (`LossInputs` list fields).
     input_kind: ClassVar[str] = "logps"
     #: Raising the chosen log-prob (or reward) never raises the loss, raising the rejected never lowers it.
     monotonic: ClassVar[bool] = True
@@ -104,6 +118,8 @@ class PreferenceLoss(nn.Module):
     registry_names: ClassVar[tuple[str, ...]] = ()
 
     def required_fields(self) -> tuple[str, ...]:
+        if self.input_kind == "lists":
+            return LIST_FIELDS + (LIST_REFERENCE_FIELDS if self.requires_reference else ())
         fields: tuple[str, ...] = REWARD_FIELDS if self.input_kind == "rewards" else LOGP_FIELDS
         if self.requires_reference:
             fields += REFERENCE_FIELDS

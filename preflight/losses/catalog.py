@@ -17,6 +17,7 @@ class LossEntry:
     aliases: tuple[str, ...]
     hyperparameters: dict[str, str]  # name -> default, as text
     reference: str  # needs a reference, reference-free, or depends on its terms
+    takes: str  # what data it takes: pairs of log-probs, pairs of rewards, whole lists
     papers: tuple[str, ...]
     defined_in: str
 
@@ -37,8 +38,17 @@ def loss_catalog() -> list[LossEntry]:
         reference = (
             "depends on its terms" if isinstance(flag, property) else "needs a reference" if flag else "reference-free"
         )
+        takes = {"logps": "takes pairs", "rewards": "takes pairs of rewards (reward models)", "lists": "takes lists"}
         entries.append(
-            LossEntry(name, tuple(aliases), params, reference, papers, f"{cls.__module__}.{cls.__qualname__}")
+            LossEntry(
+                name,
+                tuple(aliases),
+                params,
+                reference,
+                takes.get(cls.input_kind, f"takes {cls.input_kind}"),
+                papers,
+                f"{cls.__module__}.{cls.__qualname__}",
+            )
         )
     return sorted(entries, key=lambda e: e.name)
 
@@ -49,5 +59,5 @@ def format_catalog(entries: list[LossEntry]) -> str:
         head = e.name + (f" (aliases: {', '.join(e.aliases)})" if e.aliases else "")
         params = ", ".join(f"{k}={v}" for k, v in e.hyperparameters.items()) or "(no hyperparameters)"
         papers = ", ".join(f"arXiv:{p}" for p in e.papers) or "no paper"
-        lines.append(f"{head}\n    {params}\n    {e.reference}; {papers}; {e.defined_in}")
+        lines.append(f"{head}\n    {params}\n    {e.takes}; {e.reference}; {papers}; {e.defined_in}")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
 from ..errors import PreflightConfigError
-from .base import PreferenceLoss
+from .base import INPUT_KINDS, PreferenceLoss
 
 ENTRY_POINT_GROUP = "preflight.losses"
 
@@ -50,6 +50,23 @@ def register_loss(name: str, *aliases: str) -> Callable[[L], L]:
         return cls
 
     return decorator
+
+
+def check_data_kind(loss: PreferenceLoss, data_kind: str) -> None:
+    """Refuse, in one line naming both, a pair loss given whole lists or a list loss given pairs."""
+    wants = INPUT_KINDS.get(loss.input_kind, "pairs")
+    if wants == data_kind:
+        return
+    if wants == "pairs":
+        list_losses = sorted(n for n, c in _REGISTRY.items() if c.input_kind == "lists" and n == c.registry_names[0])
+        raise LossConfigError(
+            f"loss {loss.name!r} takes pairs, but the data gives whole lists (data.pairs_from_lists: list): choose a "
+            f"list-wise loss ({', '.join(list_losses)}) or pairs_from_lists all, best_worst or consecutive"
+        )
+    raise LossConfigError(
+        f"loss {loss.name!r} takes whole lists, but the data gives pairs: train it on list data (prompt, "
+        "completions, scores) with data.pairs_from_lists: list"
+    )
 
 
 def _qualname(cls: type) -> str:

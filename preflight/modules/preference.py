@@ -12,8 +12,10 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..reference import PrecomputedReference
+from ..datamodules.collate import list_grid, pair_rows, row_lengths
+from ..reference import PrecomputedReference, PrecomputedReferenceError
 from ..losses import LossInputs, LossOutput
+from ..losses.registry import check_data_kind
 from ..logps import CompletionLogps, LogpsPath, LogpsSettings, RowPacking
 from ..pretrained import check_model_source, load_model
 from ..wrapped import is_peft
@@ -215,6 +217,8 @@ class PreferenceModule(PreflightModule):
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
         if self.reference_mode == "precomputed":
+            if "list_index" in batch:
+                raise PrecomputedReferenceError("reference: precomputed keeps one value per pair, not lists")
             if "reference_chosen_logps" not in batch:
                 raise RuntimeError("reference: precomputed, but the batch carries no reference_chosen_logps")
             return torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]]).float()
@@ -225,20 +229,56 @@ class PreferenceModule(PreflightModule):
 
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, Tensor, Tensor]:
-        B = batch["chosen_lengths"].shape[0]
-        policy = self.completion_logps(self.policy, batch)
+        """The loss of a batch of pairs, of pairs formed from lists, or of whole lists (as the loss's input kind
+        declares), with the chosen and rejected log-probs its metrics show (for whole lists: the best's and the
+        worst's)."""
+        policy = self.completion_logps(self.policy, batch)  # every row: a completion of a pair or of a list
+        reference = self.reference_logps(batch) if self.loss_fn.requires_reference else None
+        if self.loss_fn.input_kind == "lists":
+            return self._list_loss(batch, policy, reference)
+        if "list_index" in batch and "pairs" not in batch:
+            check_data_kind(self.loss_fn, "lists")
+        chosen, rejected = pair_rows(batch)
+        lengths = row_lengths(batch)
         inputs = LossInputs(
-            policy_chosen_logps=policy[:B],
-            policy_rejected_logps=policy[B:],
-            chosen_lengths=batch["chosen_lengths"],
-            rejected_lengths=batch["rejected_lengths"],
+            policy_chosen_logps=policy[chosen],
+            policy_rejected_logps=policy[rejected],
+            chosen_lengths=lengths[chosen],
+            rejected_lengths=lengths[rejected],
             margin=batch.get("margin"),
         )
-        if self.loss_fn.requires_reference:
-            reference = self.reference_logps(batch)
-            inputs.reference_chosen_logps, inputs.reference_rejected_logps = reference[:B], reference[B:]
+        if reference is not None:
+            inputs.reference_chosen_logps, inputs.reference_rejected_logps = reference[chosen], reference[rejected]
+        return self.loss_fn(inputs), policy[chosen], policy[rejected]
+
+    def _list_loss(self, batch: dict[str, Tensor], policy: Tensor, reference: Tensor | None):
+        if "pairs" in batch or "list_index" not in batch:
+            check_data_kind(self.loss_fn, "pairs")
+        rows, mask = list_grid(batch)
+        scores = batch["scores"][rows]
+        inputs = LossInputs(
+            policy_logps=policy[rows],
+            reference_logps=None if reference is None else reference[rows],
+            scores=scores,
+            list_mask=mask,
+            completion_lengths=batch["completion_lengths"][rows],
+        )
         output = self.loss_fn(inputs)
-        return output, policy[:B], policy[B:]
+        best = torch.where(mask, scores, float("-inf")).argmax(-1, keepdim=True)
+        worst = torch.where(mask, scores, float("inf")).argmin(-1, keepdim=True)
+        return output, policy[rows].gather(1, best).squeeze(1), policy[rows].gather(1, worst).squeeze(1)
+
+    def setup(self, stage: str) -> None:
+        """Refuse, before any step, data of a kind the loss does not take (pairs for a list loss, whole lists for a
+        pair loss), and a precomputed reference for lists."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "data_kind"):
+            return
+        check_data_kind(self.loss_fn, datamodule.data_kind(stage))
+        if self.reference_mode == "precomputed" and datamodule.holds_lists(stage):
+            raise PrecomputedReferenceError(
+                "reference: precomputed keeps one value per pair; list data needs reference: copy or adapter"
+            )
 
     # ------------------------------------------------------------------ precomputed reference
     def configure_callbacks(self) -> list[L.Callback]:

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from ..datamodules.collate import pair_rows, row_lengths
 from ..losses import LossInputs, LossOutput
+from ..losses.registry import check_data_kind
 from .base import LossSpec, PreflightModule, Scheduler
 from ..pretrained import check_model_source, load_model
 from ..wrapped import unwrap_peft
@@ -99,7 +101,10 @@ class RewardModule(PreflightModule):
     def setup(self, stage: str) -> None:
         """The score is read at the last token that is not padding, which the model finds by its config's
         ``pad_token_id``: make that the data's padding id, as TRL's RewardTrainer does."""
-        collator = getattr(getattr(self.trainer, "datamodule", None), "collator", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "data_kind"):
+            check_data_kind(self.loss_fn, datamodule.data_kind(stage))
+        collator = getattr(datamodule, "collator", None)
         if collator is not None:
             self.use_pad_token_id(collator.pad_token_id)
 
@@ -119,13 +124,17 @@ class RewardModule(PreflightModule):
         return out.logits[:, 0].float()
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, None, None]:
-        B = batch["chosen_lengths"].shape[0]
+        """The loss of the batch's pairs (given as pairs, or formed from lists by ``pairs_from_lists``)."""
+        if "list_index" in batch and "pairs" not in batch:
+            check_data_kind(self.loss_fn, "lists")
         scores = self.rewards(batch)
+        chosen, rejected = pair_rows(batch)
+        lengths = row_lengths(batch)
         inputs = LossInputs(
-            chosen_rewards=scores[:B],
-            rejected_rewards=scores[B:],
+            chosen_rewards=scores[chosen],
+            rejected_rewards=scores[rejected],
             margin=batch.get("margin"),
-            chosen_lengths=batch["chosen_lengths"],
-            rejected_lengths=batch["rejected_lengths"],
+            chosen_lengths=lengths[chosen],
+            rejected_lengths=lengths[rejected],
         )
         return self.loss_fn(inputs), None, None

@@ -33,9 +33,12 @@ def test_losses_lists_every_registered_loss(preflight):
     assert dpo == "dpo (aliases: sigmoid)"
     details = blocks[blocks.index(dpo) + 1 : blocks.index(dpo) + 3]
     assert details[0].strip() == "beta=0.1, label_smoothing=0.0, divergence='reverse_kl', alpha=0.5"
-    assert details[1].strip().startswith("needs a reference; arXiv:2305.18290")
+    assert details[1].strip().startswith("takes pairs; needs a reference; arXiv:2305.18290")
     simpo = blocks[blocks.index(next(h for h in heads if h.startswith("simpo"))) + 2]
-    assert simpo.strip().startswith("reference-free; arXiv:2405.14734")
+    assert simpo.strip().startswith("takes pairs; reference-free; arXiv:2405.14734")
+    for name, paper in (("plackett_luce", "2305.18290"), ("lipo_lambda", "2402.01878"), ("infonca", "2402.05369")):
+        entry = blocks[blocks.index(next(h for h in heads if h.split()[0] == name)) + 2]
+        assert entry.strip().startswith(f"takes lists; needs a reference; arXiv:{paper}"), entry
 
 
 def documented_args(cls) -> set[str]:

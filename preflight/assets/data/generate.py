@@ -1,10 +1,12 @@
-"""Generate the shipped toy preference dataset (assets/data/{train,val}.jsonl).
+"""Generate the shipped toy preference datasets (assets/data/{train,val}.jsonl, and lists_{train,val}.jsonl).
 
 Rule: every prompt asks a shop assistant about a topic; both replies carry the same
 facts, but the chosen reply is polite and the rejected one is rude (its opener and its
 closer come from disjoint word lists). A model that learns the rule ranks the chosen
 reply above the rejected one on unseen pairs, so validation reward accuracy measures
-learning. Deterministic: `python assets/data/generate.py` rewrites the same files.
+learning. The list files hold 3 or 4 completions per prompt, each opener and closer polite or
+rude, scored by how many of the two are polite (2, 1 or 0: the two mixed replies tie).
+Deterministic: `python assets/data/generate.py` rewrites the same files.
 """
 
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 
 SEED = 1234
 N_TRAIN, N_VAL = 2000, 200
+LIST_SEED, N_LIST_TRAIN, N_LIST_VAL = 4321, 500, 50
 
 ITEMS = [
     "bike",
@@ -78,6 +81,23 @@ def make_pair(rng: random.Random) -> dict:
     return {"prompt": prompt, "chosen": polite, "rejected": rude}
 
 
+def make_list(rng: random.Random) -> dict:
+    k = rng.randrange(len(QUESTIONS))
+    item = rng.choice(ITEMS)
+    fact = FACTS[k].format(n=rng.randint(2, 9))
+    prompt = f"Customer: {QUESTIONS[k].format(item=item)}\nAssistant:"
+    kinds = [(True, True), (True, False), (False, True), (False, False)]
+    if rng.random() < 0.5:
+        kinds.pop(rng.choice([1, 2]))  # three completions: one mixed reply left out
+    rng.shuffle(kinds)
+    completions = [
+        f" {rng.choice(POLITE_OPEN if a else RUDE_OPEN)} About the {item}: {fact}. "
+        f"{rng.choice(POLITE_CLOSE if b else RUDE_CLOSE)}"
+        for a, b in kinds
+    ]
+    return {"prompt": prompt, "completions": completions, "scores": [int(a) + int(b) for a, b in kinds]}
+
+
 def main() -> None:
     rng = random.Random(SEED)
     here = Path(__file__).parent
@@ -85,6 +105,11 @@ def main() -> None:
         with open(here / f"{name}.jsonl", "w") as f:
             for _ in range(n):
                 f.write(json.dumps(make_pair(rng)) + "\n")
+    rng = random.Random(LIST_SEED)
+    for name, n in (("lists_train", N_LIST_TRAIN), ("lists_val", N_LIST_VAL)):
+        with open(here / f"{name}.jsonl", "w") as f:
+            for _ in range(n):
+                f.write(json.dumps(make_list(rng)) + "\n")
 
 
 if __name__ == "__main__":
