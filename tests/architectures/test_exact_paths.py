@@ -1,12 +1,13 @@
 """Policy log-probs through the paths `auto` picks equal a naive per-sequence computation, on tiny
 random configs of real architectures, with batches whose first pair fits inside every sliding
-window and whose later pairs do not."""
+window and whose later pairs do not; and the same for batches of lists (K = 4 completions per prompt in
+one K-segment row, and one list of 3), the first list inside the window, the later ones far longer."""
 
 import pytest
 import torch
 
 from preflight import PreferenceModule
-from preflight.datamodules import TokenizedPair
+from preflight.datamodules import ListCollator, TokenizedList, TokenizedPair
 from preflight.logps import FastPathError
 from tests.architectures.tiny import ARCHITECTURES, VOCAB, WINDOW, tiny_model
 from tests.helpers import batch_of
@@ -31,6 +32,22 @@ def pairs(seed=0):
     return [TokenizedPair(i, [1] + ids(p - 1), ids(c), ids(r)) for i, (p, c, r) in enumerate(shapes)]
 
 
+def lists(seed=0):
+    """K = 4 completions per prompt (one list of 3): the first list inside the window, then lists far longer."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda k: torch.randint(3, VOCAB, (k,), generator=g).tolist()  # noqa: E731
+    shapes = [(2, (1, 2, 1, 2)), (9, (7, 11, 3, 14)), (12, (5, 9, 13)), (4, (13, 3, 8, 10))]
+    assert shapes[0][0] + max(shapes[0][1]) <= WINDOW and all(p + max(c) > 2 * WINDOW for p, c in shapes[1:])
+    return [
+        TokenizedList(i, [1] + ids(p - 1), [ids(c) for c in completions], [float(k) for k in range(len(completions))])
+        for i, (p, completions) in enumerate(shapes)
+    ]
+
+
+def list_batch(seed=0):
+    return ListCollator(0, mode="list")(lists(seed))
+
+
 def naive(model, prompt, completion):
     """Σ log p(completion | prompt): the sequence alone, batch of 1, the model's own logits, float64."""
     with torch.no_grad():
@@ -48,16 +65,20 @@ def test_auto_paths_equal_the_naive_computation(arch, attention):
 
 
 def assert_logps_are_naive(module, naive_attention=None):
-    """The module's policy log-probs of `pairs()` equal `naive` (with `naive_attention`, when given)."""
-    data = pairs()
+    """The module's policy log-probs of `pairs()` and of `lists()` equal `naive` (with `naive_attention`, when
+    given)."""
+    data, items = pairs(), lists()
     with torch.no_grad():
-        got = module.completion_logps(module.policy, batch_of(data))
+        got_pairs = module.completion_logps(module.policy, batch_of(data))
+        got_lists = module.completion_logps(module.policy, list_batch())
         if naive_attention:
             module.policy.config._attn_implementation = naive_attention
-        want = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
+        want_pairs = [naive(module.policy, p.prompt_ids, p.chosen_ids) for p in data] + [
             naive(module.policy, p.prompt_ids, p.rejected_ids) for p in data
         ]
-    assert got.tolist() == pytest.approx(want, abs=1e-5, rel=1e-6)
+        want_lists = [naive(module.policy, item.prompt_ids, c) for item in items for c in item.completion_ids]
+    assert got_pairs.tolist() == pytest.approx(want_pairs, abs=1e-5, rel=1e-6)
+    assert got_lists.tolist() == pytest.approx(want_lists, abs=1e-5, rel=1e-6)
 
 
 # packed rows of at most 40 tokens: the shared units of `pairs()` (5, 27, 20 and 26 tokens) need at least 2 rows, so
@@ -106,9 +127,10 @@ def test_flex_attention_block_masks_equal_the_naive_computation(arch, uncompiled
 @pytest.mark.parametrize(
     "arch, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("cohere", "sdpa"), ("gemma3_text", "sdpa")]
 )
-def test_auto_paths_have_the_plain_gradients(arch, attention):
-    batch = batch_of(pairs(1))
-    weights = torch.linspace(-1, 1, 8)
+@pytest.mark.parametrize("kind", ["pairs", "lists"])
+def test_auto_paths_have_the_plain_gradients(arch, attention, kind):
+    batch = batch_of(pairs(1)) if kind == "pairs" else list_batch(1)
+    weights = torch.linspace(-1, 1, batch["input_ids"].shape[0])
     grads = {}
     settings = {
         "plain": dict(fused_lm_head="off", shared_prompt="off"),
