@@ -70,13 +70,13 @@ def test_every_block_is_run_or_says_why_not():
 
 @pytest.mark.parametrize("block", readme_blocks(), ids=str)
 def test_readme_block(block, reader_folder, monkeypatch, capsys):
+    if block.mark.startswith("file "):  # a file the reader saves (code, or data)
+        (reader_folder / block.mark.split(" ", 1)[1]).write_text(block.body)
+        return
     if block.mark.startswith("skip") or block.lang == "":
         pytest.skip(block.mark or "a layout listing, not code")
     monkeypatch.chdir(reader_folder)
     monkeypatch.setenv("PREFLIGHT_CACHE", str(reader_folder / ".cache"))
-    if block.mark.startswith("file "):
-        (reader_folder / block.mark.split(" ", 1)[1]).write_text(block.body)
-        return
     if block.lang == "python":
         result = subprocess.run(
             [sys.executable, "-c", block.body], cwd=reader_folder, capture_output=True, text=True, timeout=600
@@ -128,6 +128,11 @@ def check_command_output(block, args, out, folder):
         assert "already reached max_steps=3 (step 3): nothing to train" in out and "fit finished" not in out
     elif args[0] == "fit":
         assert out.count("preflight: fit finished") == 1
+    if args[0] == "fit" and "configs/lists.yaml" in args and "my_lists.jsonl" in args:
+        assert "preflight: data: train my_lists.jsonl (2 lists), val: none" in out
+    elif args[0] == "fit" and "configs/lists.yaml" in args:
+        assert "train assets/data/lists_train.jsonl (500 lists), val assets/data/lists_val.jsonl (50 lists)" in out
+        assert ("val/rewards/list_accuracies=" in out) == ("plackett_luce" in args)
     if args[0] == "export":
         assert (folder / args[2] / "model.safetensors").is_file()
     if block.mark == "as written":  # the main job learns the shipped rule
