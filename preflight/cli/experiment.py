@@ -57,13 +57,27 @@ class ExperimentCommand(ArgparseCommand):
 def check_settings(settings) -> None:
     """Refuse, before any work, what cannot run: a loss that is unknown or not a policy loss, β ≤ 0, no seed."""
     for name in settings.losses:
-        if build_loss({"name": name}).input_kind != "logps":  # an unknown name fails here
+        kind = build_loss({"name": name}).input_kind  # an unknown name fails here
+        if kind == "rewards":
             raise PreflightConfigError(f"loss {name!r} trains a reward model, not a policy")
+        if kind == "lists" and settings.completions <= 2:
+            raise PreflightConfigError(
+                f"loss {name!r} takes whole lists: add --completions K with K > 2 (responses per prompt)"
+            )
     betas = getattr(settings, "betas", None) or (settings.beta,)
     if any(not b > 0 for b in betas):
         raise PreflightConfigError(f"--beta{'s' if hasattr(settings, 'betas') else ''}: every β must be positive")
     if settings.seeds < 1:
         raise PreflightConfigError("--seeds must be at least 1")
+    if settings.completions < 2:
+        raise PreflightConfigError("--completions must be at least 2")
+    if getattr(settings, "pairs_from_lists", "all") not in ("all", "best_worst", "consecutive"):
+        raise PreflightConfigError(
+            f"--pairs-from-lists {settings.pairs_from_lists!r}: give all, best_worst or consecutive (list-wise "
+            "losses take whole lists by themselves)"
+        )
+    if getattr(settings, "with_trl", False) and settings.completions > 2:
+        raise PreflightConfigError("--with-trl compares on pairs: leave --completions at 2")
     if getattr(settings, "with_trl", False):
         try:
             import trl  # noqa: F401

@@ -12,6 +12,11 @@ full-batch. Reported: KL(π_θ ‖ π*) against the number of pairs; the implici
 centring per prompt; a Bradley-Terry reward model's rank correlation with r; and the deterministic
 case (the better response always wins), where DPO's policy drifts to the deterministic one whatever β,
 while IPO's stays where β puts it (Azar et al. 2023, arXiv 2310.12036, §4).
+
+With ``completions`` K > 2, each prompt gets K different responses from π_ref ranked by the Plackett–Luce model
+of r (scores r + Gumbel noise: the ranking's law is PL(exp r), whose K = 2 case is Bradley-Terry), and every loss
+learns from the same prompts as lists: pair losses from the best against the worst and from all pairs
+(`pairs_from_lists`), list-wise losses from whole lists, beside the K = 2 pairs of the main table.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..datamodules.lists import pairs_from_scores
 from ..losses import LossInputs
 from ..losses.registry import build_loss
 from .common import spec_with_beta, write_csv
@@ -64,6 +70,39 @@ class Bandit:
         return x, torch.where(first_wins, first, second), torch.where(first_wins, second, first)
 
 
+@dataclass
+class Lists:
+    """n prompts, K responses each, and their scores: x [n], responses [n, K], scores [n, K]."""
+
+    x: torch.Tensor
+    responses: torch.Tensor
+    scores: torch.Tensor
+
+    def pairs(self, mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prompt, chosen, rejected) of the pairs `mode` forms from each list (`datamodules.lists`)."""
+        x, chosen, rejected = [], [], []
+        for n, scores in enumerate(self.scores.tolist()):
+            for i, j in pairs_from_scores(scores, mode):
+                x.append(int(self.x[n]))
+                chosen.append(int(self.responses[n, i]))
+                rejected.append(int(self.responses[n, j]))
+        return torch.tensor(x), torch.tensor(chosen), torch.tensor(rejected)
+
+
+def sample_lists(bandit: Bandit, n: int, k: int, seed: int) -> Lists:
+    """n prompts from the K prompts uniformly, k different responses each from π_ref, scored r + Gumbel noise
+    (ranked by the Plackett–Luce model of r; for k = 2 the winner is drawn from σ(r₁ − r₂), as `Bandit.pairs`)."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    K, M = bandit.reward.shape
+    if not 2 <= k <= M:
+        raise ValueError(f"completions must be between 2 and the bandit's {M} responses, got {k}")
+    x = torch.randint(K, (n,), generator=g)
+    responses = torch.multinomial(bandit.reference.exp()[x], k, replacement=False, generator=g)
+    uniform = torch.rand(n, k, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+    scores = bandit.reward[x[:, None], responses] - torch.log(-torch.log(uniform))
+    return Lists(x, responses, scores)
+
+
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
     """Mean over prompts of KL(p ‖ q), from log-probs [K, M]."""
     return float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
@@ -80,25 +119,16 @@ def train_policy(
     """A tabular policy started at π_ref, trained full-batch with Adam on `data`; returns its log-probs and,
     every `record_every` steps, (step, KL to π_ref, KL to π*, mean probability of each prompt's best response)."""
     loss = make_loss(loss_name, beta)
-    if loss.input_kind != "logps":
+    if loss.input_kind == "rewards":
         raise ValueError(f"loss {loss_name!r} trains a reward model, not a policy: use it as the reward-model loss")
-    x, chosen, rejected = data
+    if (loss.input_kind == "lists") != isinstance(data, Lists):
+        raise ValueError(f"loss {loss_name!r} takes {'lists' if loss.input_kind == 'lists' else 'pairs'}")
     logits = bandit.reference.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
-    ones = torch.ones(len(x), dtype=torch.float64)
     optimum, trace = bandit.optimum(beta), []
     for step in range(1, steps + 1):
         logp = torch.log_softmax(logits, -1)
-        out = loss(
-            LossInputs(
-                policy_chosen_logps=logp[x, chosen],
-                policy_rejected_logps=logp[x, rejected],
-                reference_chosen_logps=bandit.reference[x, chosen],
-                reference_rejected_logps=bandit.reference[x, rejected],
-                chosen_lengths=ones,
-                rejected_lengths=ones,
-            )
-        )
+        out = loss(_inputs(bandit, logp, data))
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -106,6 +136,28 @@ def train_policy(
             current = torch.log_softmax(logits.detach(), -1)
             trace.append((step, kl(current, bandit.reference), kl(current, optimum), bandit.prob_of_best(current)))
     return torch.log_softmax(logits.detach(), -1), trace
+
+
+def _inputs(bandit: Bandit, logp: torch.Tensor, data) -> LossInputs:
+    """The loss inputs of pairs (prompt, chosen, rejected), or of whole `Lists`, under the policy `logp`."""
+    if isinstance(data, Lists):
+        x, responses = data.x[:, None], data.responses
+        return LossInputs(
+            policy_logps=logp[x, responses],
+            reference_logps=bandit.reference[x, responses],
+            scores=data.scores,
+            list_mask=torch.ones_like(responses, dtype=torch.bool),
+        )
+    x, chosen, rejected = data
+    ones = torch.ones(len(x), dtype=torch.float64)
+    return LossInputs(
+        policy_chosen_logps=logp[x, chosen],
+        policy_rejected_logps=logp[x, rejected],
+        reference_chosen_logps=bandit.reference[x, chosen],
+        reference_rejected_logps=bandit.reference[x, rejected],
+        chosen_lengths=ones,
+        rejected_lengths=ones,
+    )
 
 
 def train_reward_model(bandit: Bandit, data, steps: int, lr: float = 0.05, loss_name: str = "bradley_terry"):
@@ -138,14 +190,17 @@ class BanditSettings:
     """What `preflight experiment bandit` runs.
 
     Args:
-        losses: registry names of the policy losses compared (plugins included).
+        losses: registry names of the policy losses compared (plugins included); list-wise losses need
+            ``completions`` > 2.
         beta: β of every loss, and of the optimum π*.
-        sizes: numbers of preference pairs.
+        sizes: numbers of preference pairs (prompts, for the lists of ``completions``).
         seeds: data seeds per size (the bandit itself is fixed).
         steps: full-batch Adam steps per policy.
         deterministic_steps: steps of the deterministic-preference run, traced.
         prompts: prompts of the bandit.
         responses: responses per prompt.
+        completions: responses drawn per prompt for the comparison of lists (2: no such comparison): pair losses
+            learn from the best against the worst and from all pairs, list-wise losses from whole lists.
     """
 
     losses: tuple[str, ...] = ("dpo", "ipo")
@@ -156,6 +211,7 @@ class BanditSettings:
     deterministic_steps: int = 4000
     prompts: int = 8
     responses: int = 6
+    completions: int = 2
 
     @classmethod
     def quick(cls, **overrides) -> "BanditSettings":
@@ -169,11 +225,12 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     bandit = Bandit.make(settings.prompts, settings.responses)
     optimum = bandit.optimum(settings.beta)
-    sizes_rows, reward_rows, trace_rows = [], [], []
+    sizes_rows, reward_rows, trace_rows, list_rows = [], [], [], []
+    pair_losses = [name for name in settings.losses if make_loss(name, settings.beta).input_kind != "lists"]
     for n in settings.sizes:
         for seed in range(settings.seeds):
             data = bandit.pairs(n, seed)
-            for name in settings.losses:
+            for name in pair_losses:
                 policy, _ = train_policy(bandit, name, settings.beta, data, settings.steps)
                 implicit = settings.beta * (policy - bandit.reference)
                 error = centred(implicit) - centred(bandit.reward)
@@ -197,9 +254,11 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
                     "centred_rmse": float((centred(scores) - centred(bandit.reward)).pow(2).mean().sqrt()),
                 }
             )
+            if settings.completions > 2:
+                list_rows += compare_lists(bandit, settings, n, seed, optimum)
     deterministic = bandit.pairs(max(settings.sizes), 0, deterministic=True)
     every = max(1, settings.deterministic_steps // 40)
-    for name in settings.losses:
+    for name in pair_losses:
         _, trace = train_policy(
             bandit, name, settings.beta, deterministic, settings.deterministic_steps, record_every=every
         )
@@ -208,10 +267,37 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
             for s, a, b, p in trace
         ]
     tables = {"bandit": sizes_rows, "reward_model": reward_rows, "deterministic": trace_rows}
+    if list_rows:
+        tables["lists"] = list_rows
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
     (out / "summary.md").write_text(summary(settings, tables))
     return tables
+
+
+def compare_lists(bandit: Bandit, settings: BanditSettings, n: int, seed: int, optimum: torch.Tensor) -> list[dict]:
+    """Every loss trained on the same n prompts with `completions` responses each: pair losses on the best
+    against the worst and on all pairs, list-wise losses on whole lists."""
+    lists = sample_lists(bandit, n, settings.completions, seed)
+    rows = []
+    for name in settings.losses:
+        whole = make_loss(name, settings.beta).input_kind == "lists"
+        for mode in ("list",) if whole else ("best_worst", "all"):
+            data = lists if whole else lists.pairs(mode)
+            policy, _ = train_policy(bandit, name, settings.beta, data, settings.steps)
+            rows.append(
+                {
+                    "loss": name,
+                    "completions": settings.completions,
+                    "pairs_from_lists": mode,
+                    "prompts": n,
+                    "pairs": n if whole else len(data[0]),
+                    "seed": seed,
+                    "kl_to_optimum": kl(policy, optimum),
+                    "kl_to_reference": kl(policy, bandit.reference),
+                }
+            )
+    return rows
 
 
 def mean_by(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple, float]:
@@ -222,6 +308,7 @@ def mean_by(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple, 
 
 
 def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
+    pair_losses = [loss for loss in settings.losses if any(r["loss"] == loss for r in tables["bandit"])]
     kl_star = mean_by(tables["bandit"], ("loss", "pairs"), "kl_to_optimum")
     rmse = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rmse")
     rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
@@ -230,12 +317,12 @@ def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
         f"{settings.steps} full-batch Adam steps, mean of {settings.seeds} data seed(s)",
         "",
         "| pairs | "
-        + " | ".join(f"{loss}: KL(π‖π*) | {loss}: implicit reward RMSE" for loss in settings.losses)
+        + " | ".join(f"{loss}: KL(π‖π*) | {loss}: implicit reward RMSE" for loss in pair_losses)
         + " | reward model: rank correlation |",
-        "| --- |" + " --- | --- |" * len(settings.losses) + " --- |",
+        "| --- |" + " --- | --- |" * len(pair_losses) + " --- |",
     ]
     for n in settings.sizes:
-        cells = [f"{kl_star[loss, n]:.4f} | {rmse[loss, n]:.3f}" for loss in settings.losses]
+        cells = [f"{kl_star[loss, n]:.4f} | {rmse[loss, n]:.3f}" for loss in pair_losses]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {rm[(n,)]:.3f} |")
     bandit = Bandit.make(settings.prompts, settings.responses)
     optimal_best = bandit.prob_of_best(bandit.optimum(settings.beta))
@@ -245,15 +332,42 @@ def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
         f"mean probability of each prompt's best response during training (π* of Eq. 3 gives it "
         f"{optimal_best:.3f}; a deterministic policy 1):",
         "",
-        "| step | " + " | ".join(settings.losses) + " |",
-        "| --- |" + " --- |" * len(settings.losses),
+        "| step | " + " | ".join(pair_losses) + " |",
+        "| --- |" + " --- |" * len(pair_losses),
     ]
     trace = {(r["loss"], r["step"]): r["prob_of_best"] for r in tables["deterministic"]}
     steps = sorted({r["step"] for r in tables["deterministic"]})
     shown = steps[:: max(1, len(steps) // 8)]
     for step in shown + ([steps[-1]] if steps[-1] not in shown else []):
-        lines.append(f"| {step} | " + " | ".join(f"{trace[loss, step]:.3f}" for loss in settings.losses) + " |")
+        lines.append(f"| {step} | " + " | ".join(f"{trace[loss, step]:.3f}" for loss in pair_losses) + " |")
+    if "lists" in tables:
+        lines += list_summary(settings, tables, kl_star)
     return "\n".join(lines) + "\n"
+
+
+def list_summary(settings: BanditSettings, tables: dict[str, list[dict]], kl_star: dict) -> list[str]:
+    """KL(π‖π*) at equal prompts: K = 2 pairs (the main table) against K completions per prompt."""
+    K = settings.completions
+    by = mean_by(tables["lists"], ("loss", "pairs_from_lists", "prompts"), "kl_to_optimum")
+    columns = sorted({(loss, mode) for loss, mode, _ in by}, key=lambda c: (settings.losses.index(c[0]), c[1]))
+    baseline = [loss for loss in settings.losses if (loss, settings.sizes[0]) in kl_star]
+    lines = [
+        "",
+        f"{K} completions per prompt (ranked by the Plackett–Luce model of r), against 2 (the pairs above), at the "
+        "same number of prompts: KL(π‖π*)",
+        "",
+        "| prompts | "
+        + " | ".join(f"{loss}, K = 2" for loss in baseline)
+        + "".join(f" | {loss}, K = {K}, {mode}" for loss, mode in columns)
+        + " |",
+        "| --- |" + " --- |" * (len(baseline) + len(columns)),
+    ]
+    for n in settings.sizes:
+        cells = [f"{kl_star[loss, n]:.4f}" for loss in baseline] + [
+            f"{by[loss, mode, n]:.4f}" for loss, mode in columns
+        ]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: Path) -> Path:
@@ -263,7 +377,8 @@ def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: P
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for i, loss in enumerate(settings.losses):
+    pair_losses = [loss for loss in settings.losses if any(r["loss"] == loss for r in tables["bandit"])]
+    for i, loss in enumerate(pair_losses):
         rows = [r for r in tables["bandit"] if r["loss"] == loss]
         means, spreads = [], []
         for n in settings.sizes:
@@ -274,17 +389,23 @@ def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: P
         axes[0].errorbar(settings.sizes, means, yerr=spreads, marker="o", capsize=3, label=loss, color=f"C{i}")
         trace = [r for r in tables["deterministic"] if r["loss"] == loss]
         axes[2].plot([r["step"] for r in trace], [r["prob_of_best"] for r in trace], label=loss, color=f"C{i}")
+    if "lists" in tables:  # K completions per prompt, at the same numbers of prompts
+        by = mean_by(tables["lists"], ("loss", "pairs_from_lists", "prompts"), "kl_to_optimum")
+        for j, (loss, mode) in enumerate(sorted({(loss, mode) for loss, mode, _ in by})):
+            means = [by[loss, mode, n] for n in settings.sizes]
+            label = f"{loss}, K = {settings.completions}, {mode}"
+            axes[0].plot(settings.sizes, means, marker="s", ls="--", color=f"C{len(pair_losses) + j}", label=label)
     axes[0].set(
         xscale="log",
         yscale="log",
-        xlabel="preference pairs",
+        xlabel="preference pairs (prompts, for K completions)",
         ylabel="KL(π_θ ‖ π*)",
         title="KL to the optimum of Eq. 3 against data",
     )
     rm = mean_by(tables["reward_model"], ("pairs",), "rank_correlation")
     axes[1].plot(settings.sizes, [rm[(n,)] for n in settings.sizes], marker="o", color="k", label="reward model")
     corr = mean_by(tables["bandit"], ("loss", "pairs"), "implicit_reward_rank_correlation")
-    for i, loss in enumerate(settings.losses):
+    for i, loss in enumerate(pair_losses):
         axes[1].plot(
             settings.sizes,
             [corr[loss, n] for n in settings.sizes],

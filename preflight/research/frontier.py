@@ -8,7 +8,10 @@ the true reward, and the Monte-Carlo KL(π_θ ‖ π_base) from those samples (t
 trades exactly these two; DPO, arXiv 2305.18290, §6.1 and Fig. 2, measured this frontier). With
 ``--with-trl``, TRL's DPOTrainer trains on the same pairs, from the same base, with the same seeds and
 optimizer settings, as one more curve. The optimum of Eq. 3 (`known_reward.optimal_frontier`) is drawn
-for comparison.
+for comparison. With ``--completions K`` (K > 2) the training prompts carry K sampled completions each, ranked
+by the Plackett–Luce model of the true reward: pair losses learn from the pairs ``pairs_from_lists`` forms
+(best against worst by default, as best-of-N recipes), list-wise losses from whole lists, at the same number of
+prompts as the K = 2 pairs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class FrontierSettings:
         learning_rate: AdamW's learning rate, decayed linearly to 0 (as TRL's default schedule).
         eval_prompts: validation prompts sampled once each from every trained policy (and once from the base).
         with_trl: also train TRL's DPOTrainer at each β and seed.
+        completions: completions sampled per training prompt (2: pairs labelled by Bradley-Terry; more: lists
+            ranked by Plackett–Luce, for list-wise losses and for the pairs of ``pairs_from_lists``).
+        pairs_from_lists: the pairs the pair losses learn from when ``completions`` > 2: best_worst, all or
+            consecutive.
         task: how the known-reward task is built.
     """
 
@@ -51,6 +58,8 @@ class FrontierSettings:
     learning_rate: float = 1e-4
     eval_prompts: int = 200
     with_trl: bool = False
+    completions: int = 2
+    pairs_from_lists: str = "best_worst"
     task: KnownRewardTask = field(default_factory=KnownRewardTask)
 
     @classmethod
@@ -80,10 +89,15 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    task = settings.task.build(out / "task")
+    task = replace(settings.task, completions=settings.completions).build(out / "task")
+    sampled = (
+        f"{task['train_pairs']} training pairs"
+        if settings.completions <= 2
+        else f"{task['train_pairs']} training prompts with {settings.completions} completions each"
+    )
     log(
         f"preflight: experiment: base policy fine-tuned {settings.task.base_epochs} epoch(s) (loss per epoch: "
-        f"{', '.join(f'{v:.3f}' for v in task['base_losses'])}); {task['train_pairs']} training pairs sampled "
+        f"{', '.join(f'{v:.3f}' for v in task['base_losses'])}); {sampled} sampled "
         f"from it (mean true reward {task['train_base_reward']:.3f})"
     )
     runs = [("preflight", loss) for loss in settings.losses] + ([(TRL, "dpo")] if settings.with_trl else [])
@@ -118,12 +132,21 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
                     f"win rate {row['win_rate']:.3f} ({row['seconds']} s)"
                 )
     write_csv(out / "frontier.csv", rows)
-    base_rewards = [
-        pair[k] for pair in read_rows(out / "task/pairs/train.jsonl") for k in ("chosen_reward", "rejected_reward")
-    ]
+    if settings.completions > 2:
+        base_rewards = [r for row in read_rows(out / "task/lists/train.jsonl") for r in row["rewards"]]
+    else:
+        base_rewards = [
+            pair[k] for pair in read_rows(out / "task/pairs/train.jsonl") for k in ("chosen_reward", "rejected_reward")
+        ]
     optimum = optimal_frontier(base_rewards, [round(0.02 * 1.25**k, 4) for k in range(40)])
     write_csv(out / "optimum.csv", optimum)
-    result = {"rows": rows, "optimum": optimum, "task": task, "seconds": time.perf_counter() - started}
+    result = {
+        "rows": rows,
+        "optimum": optimum,
+        "task": task,
+        "samples": len(base_rewards),
+        "seconds": time.perf_counter() - started,
+    }
     (out / "summary.md").write_text(summary(settings, result))
     return result
 
@@ -143,15 +166,19 @@ def _trainer(root: Path, **kwargs):
     )
 
 
-def _data(task: Path, settings: FrontierSettings):
+def _data(task: Path, settings: FrontierSettings, list_loss: bool = False, training: bool = False):
+    """The task's data: the training pairs (or lists, with ``completions`` > 2, made into what the loss takes)
+    and, for evaluation, the validation pairs."""
     from ..datamodules import PreferenceDataModule
 
+    lists = settings.completions > 2
     return PreferenceDataModule(
         str(task / "base"),
-        train=str(task / "pairs/train.jsonl"),
-        val=str(task / "pairs/val.jsonl"),
+        train=str(task / ("lists/train.jsonl" if lists else "pairs/train.jsonl")),
+        val=None if training else str(task / "pairs/val.jsonl"),
         batch_size=settings.batch_size,
         use_cache=False,
+        pairs_from_lists="list" if list_loss else settings.pairs_from_lists,
     )
 
 
@@ -165,7 +192,8 @@ def train_preflight(task: Path, loss: str, beta: float, seed: int, settings: Fro
     module = PreferenceModule(
         str(task / "base"), loss=spec_with_beta(loss, beta), learning_rate=settings.learning_rate, scheduler="linear"
     )
-    _trainer(task, max_epochs=settings.epochs, limit_val_batches=0).fit(module, _data(task, settings))
+    data = _data(task, settings, list_loss=module.loss_fn.input_kind == "lists", training=True)
+    _trainer(task, max_epochs=settings.epochs, limit_val_batches=0).fit(module, data)
     return module.policy
 
 
@@ -270,8 +298,14 @@ def summary(settings: FrontierSettings, result: dict) -> str:
         f"β ∈ {{{', '.join(map(str, settings.betas))}}}, {settings.seeds} seed(s)",
         "",
         f"Task: base policy fine-tuned {settings.task.base_epochs} epoch(s) on the shipped replies; "
-        f"{task['train_pairs']} training pairs sampled from it, labelled by Bradley-Terry on the politeness "
-        f"reward; {settings.epochs} epoch(s) of batch {settings.batch_size}, learning rate "
+        + (
+            f"{task['train_pairs']} training pairs sampled from it, labelled by Bradley-Terry on the politeness reward"
+            if settings.completions <= 2
+            else f"{task['train_pairs']} training prompts with {settings.completions} completions each sampled from "
+            f"it, ranked by Plackett–Luce on the politeness reward (pair losses: {settings.pairs_from_lists} pairs; "
+            "list-wise losses: whole lists)"
+        )
+        + f"; {settings.epochs} epoch(s) of batch {settings.batch_size}, learning rate "
         f"{settings.learning_rate}; evaluated on {rows[0]['prompts']} validation prompts, one sample each. "
         f"The base policy's true reward on them: {base:.3f}.",
         "",
@@ -291,7 +325,7 @@ def summary(settings: FrontierSettings, result: dict) -> str:
     lines += [
         "",
         f"{len(rows)} runs in {result['seconds']:.0f} s. The optimum of Eq. 3 is estimated from the "
-        f"{2 * task['train_pairs']} sampled completions by importance sampling (`optimum.csv`), shown where at "
+        f"{result['samples']} sampled completions by importance sampling (`optimum.csv`), shown where at "
         f"least {MIN_EFFECTIVE_SAMPLES} samples carry the estimate"
         + (f" (up to a KL of {edge[-1]['kl']:.2f}, reward {edge[-1]['reward']:.3f}; — past it)" if edge else "")
         + ". The KL of a trained policy is a Monte-Carlo estimate from its samples, so it can be slightly "

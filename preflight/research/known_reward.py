@@ -9,6 +9,10 @@
    Eq. 1). The base policy is the reference, so the optimum of the seed's objective (Eq. 3) is known
    in form: π*(y|x) = π_base(y|x) exp(r(y)/β) / Z(x) (Eq. 4).
 
+With ``completions`` K > 2, each training prompt gets K completions instead, scored by the true reward plus
+Gumbel noise (a draw of the Plackett–Luce model of the reward, whose K = 2 case is Bradley-Terry), written as
+a list file (``lists/train.jsonl``: prompt, completions, scores, and the true rewards).
+
 Since the reward reads only the completion, and the base policy answers every prompt alike, that
 optimum's true reward and KL can be estimated by self-normalised importance sampling over the sampled
 completions: with w = exp(r/β), E_π*[r] = E_base[w r] / E_base[w] and KL(π* ‖ π_base) =
@@ -45,6 +49,7 @@ class KnownRewardTask:
             the prompts there are).
         val_pairs: pairs sampled on validation prompts (their prompts are also the evaluation prompts).
         max_new_tokens: the most tokens sampled per completion.
+        completions: completions sampled per training prompt; above 2 they are written as lists.
         seed: the seed of the base policy's init and fine-tuning, and of the sampled pairs and labels.
     """
 
@@ -57,6 +62,7 @@ class KnownRewardTask:
     train_pairs: int = 2000
     val_pairs: int = 200
     max_new_tokens: int = 64
+    completions: int = 2
     seed: int = 0
 
     def build(self, out: Path) -> dict:
@@ -80,10 +86,17 @@ class KnownRewardTask:
             ("val", read_rows(Path(shipped_path(self.data)) / "val.jsonl"), self.val_pairs),
         ):
             prompts = [row["prompt"] for row in rows[:n]]
-            pairs = sample_pairs(model, tokenizer, prompts, self.max_new_tokens, seed=self.seed + (split == "val"))
-            write_rows(out / "pairs" / f"{split}.jsonl", pairs)
-            rewards = [p[k] for p in pairs for k in ("chosen_reward", "rejected_reward")]
-            info[f"{split}_pairs"] = len(pairs)
+            seed = self.seed + (split == "val")
+            if split == "train" and self.completions > 2:
+                lists = sample_lists(model, tokenizer, prompts, self.max_new_tokens, seed, self.completions)
+                write_rows(out / "lists" / "train.jsonl", lists)
+                rewards = [r for row in lists for r in row["rewards"]]
+                info["train_pairs"] = len(lists)  # prompts, each with its list
+            else:
+                pairs = sample_pairs(model, tokenizer, prompts, self.max_new_tokens, seed=seed)
+                write_rows(out / "pairs" / f"{split}.jsonl", pairs)
+                rewards = [p[k] for p in pairs for k in ("chosen_reward", "rejected_reward")]
+                info[f"{split}_pairs"] = len(pairs)
             info[f"{split}_base_reward"] = sum(rewards) / len(rewards)
         return info
 
@@ -150,32 +163,7 @@ def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed
     sampled together, so no padding enters a prompt (`tokenizer` has a padding token, for the sequences that
     end early). Pairs whose two replies are the same text, or one is empty, are left out (they carry no
     preference)."""
-    model.eval()
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    completions: dict[int, tuple[str, str]] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for length in sorted(by_length):
-            group = by_length[length]
-            ids = torch.tensor([encoded[i] for i in group])
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=2,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            texts = tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
-            for k, i in enumerate(group):
-                completions[i] = (texts[2 * k], texts[2 * k + 1])
+    completions = sample_completions(model, tokenizer, prompts, max_new_tokens, seed, 2)
     labels = random.Random(seed)
     pairs = []
     for i, prompt in enumerate(prompts):
@@ -195,6 +183,56 @@ def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed
             }
         )
     return pairs
+
+
+@torch.no_grad()
+def sample_lists(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int, k: int) -> list[dict]:
+    """One list per prompt: k completions sampled as `sample_pairs` samples two, the empty ones and repeats left
+    out, scored by the true reward plus Gumbel noise (their order is a draw of the Plackett–Luce model of the
+    reward); prompts left with fewer than 2 completions are left out."""
+    completions = sample_completions(model, tokenizer, prompts, max_new_tokens, seed, k)
+    noise = random.Random(seed)
+    lists = []
+    for i, prompt in enumerate(prompts):
+        texts = list(dict.fromkeys(t for t in completions[i] if t.strip()))
+        if len(texts) < 2:
+            continue
+        rewards = politeness([prompt] * len(texts), texts)
+        scores = [r - math.log(-math.log(min(max(noise.random(), 1e-12), 1 - 1e-12))) for r in rewards]
+        lists.append({"prompt": prompt, "completions": texts, "scores": scores, "rewards": rewards})
+    return lists
+
+
+def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int, k: int):
+    """k completions per prompt (index → texts) from `model` at temperature 1 (no top-k, no top-p); prompts of
+    equal token length are sampled together, so no padding enters a prompt."""
+    model.eval()
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    completions: dict[int, list[str]] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for length in sorted(by_length):
+            group = by_length[length]
+            ids = torch.tensor([encoded[i] for i in group])
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
+            for n, i in enumerate(group):
+                completions[i] = texts[k * n : k * n + k]
+    return completions
 
 
 def first_is_preferred(r1: float, r2: float, rng: random.Random) -> bool:
@@ -224,4 +262,4 @@ def optimal_frontier(rewards: list[float], betas: list[float]) -> list[dict]:
     return points
 
 
-__all__ = ["KnownRewardTask", "finetune", "first_is_preferred", "optimal_frontier", "sample_pairs"]
+__all__ = ["KnownRewardTask", "finetune", "first_is_preferred", "optimal_frontier", "sample_lists", "sample_pairs"]

@@ -162,3 +162,75 @@ def test_frontier_bad_arguments_are_one_line_errors(preflight, workdir, monkeypa
     result = preflight("experiment", "frontier", "--with-trl")
     assert result.code == 2 and result.preflight_lines() == ["preflight: error: --with-trl needs TRL: pip install trl"]
     assert not (workdir / "experiments").exists()  # nothing written
+
+
+# ---------------------------------------------------------------------------------------------- lists
+def test_sampled_lists_rank_by_plackett_luce():
+    """Scores r + Gumbel noise: for every two of the K responses, the one above wins as often as σ(r_i − r_j),
+    the pairwise marginal of the Plackett–Luce model; the first of the list ranks first with its softmax share."""
+    from preflight.research.bandit import sample_lists
+
+    bandit = Bandit.make(1, 4, seed=2)
+    lists = sample_lists(bandit, 20000, 4, seed=0)
+    assert bool((lists.responses.sort(-1).values == torch.arange(4)).all())  # 4 different responses of 4
+    order = lists.scores.argsort(-1, descending=True)
+    top = lists.responses.gather(1, order[:, :1]).squeeze(1)
+    r = bandit.reward[0]
+    for i in range(4):
+        share = (top == i).double().mean().item()
+        expected = torch.softmax(r, 0)[i].item()
+        assert abs(share - expected) < 4 * math.sqrt(expected * (1 - expected) / 20000)
+
+    def score_of(i):
+        return lists.scores.gather(1, (lists.responses == i).double().argmax(1, keepdim=True))
+
+    def above(i, j):
+        return (score_of(i) > score_of(j)).double().mean().item()
+
+    for i, j in ((0, 1), (1, 3), (2, 3)):
+        expected = 1 / (1 + math.exp(-(r[i] - r[j]).item()))
+        assert abs(above(i, j) - expected) < 4 * math.sqrt(expected * (1 - expected) / 20000)
+
+
+def test_bandit_with_lists_compares_k_completions_with_pairs_at_equal_prompts(preflight, workdir):
+    result = preflight("experiment", "bandit", "--quick", "--losses", "dpo,plackett_luce", "--completions", "4")
+    assert result.code == 0, result.err
+    assert "\n4 completions per prompt (ranked by the Plackett–Luce model of r), against 2" in result.out
+    assert "preflight: experiment: wrote experiments/bandit/lists.csv" in result.preflight_lines()
+    folder = workdir / "experiments/bandit"
+    pairs = {int(r["pairs"]): float(r["kl_to_optimum"]) for r in rows(folder / "bandit.csv") if r["loss"] == "dpo"}
+    table = rows(folder / "lists.csv")
+    assert {(r["loss"], r["pairs_from_lists"]) for r in table} == {
+        ("dpo", "best_worst"),
+        ("dpo", "all"),
+        ("plackett_luce", "list"),
+    }
+    for r in table:
+        n = int(r["prompts"])
+        expected_pairs = {"best_worst": n, "list": n}.get(r["pairs_from_lists"], 6 * n)  # all: 4·3/2 (no ties)
+        assert int(r["pairs"]) == expected_pairs
+        if r["pairs_from_lists"] in ("all", "list"):  # consistent estimators, 6× the comparisons: closer to π*
+            assert float(r["kl_to_optimum"]) < pairs[n], r
+    assert not (folder / "deterministic.csv").read_text().count("plackett_luce")  # pair losses only there
+    refused = preflight("experiment", "bandit", "--quick", "--losses", "infonca")
+    assert refused.code == 2 and refused.preflight_lines() == [
+        "preflight: error: loss 'infonca' takes whole lists: add --completions K with K > 2 (responses per prompt)"
+    ]
+
+
+@pytest.mark.slow  # a minute on 2 idle cores: pytest -m slow
+def test_frontier_with_lists_trains_pair_and_list_losses_from_k_completions(preflight, workdir):
+    from preflight.rewards import politeness
+
+    result = preflight(
+        "experiment", "frontier", "--quick", "--losses", "dpo,plackett_luce", "--completions", "4", "--out", "f4"
+    )
+    assert result.code == 0, result.err
+    assert "training prompts with 4 completions each sampled from it, ranked by Plackett–Luce" in result.out
+    lists = [json.loads(line) for line in (workdir / "f4/task/lists/train.jsonl").read_text().splitlines()]
+    assert len(lists) > 300 and all(2 <= len(row["completions"]) <= 4 for row in lists)
+    assert all(
+        row["rewards"] == politeness([row["prompt"]] * len(row["completions"]), row["completions"]) for row in lists
+    )
+    for row in rows(workdir / "f4/frontier.csv"):
+        assert float(row["reward"]) > float(row["reference_reward"]), row  # both learn the true reward
