@@ -83,10 +83,12 @@ def main() -> None:
     parser.add_argument("--reference", default="auto", help="the module's reference setting")
     parser.add_argument("--pairs", type=int, default=96)
     parser.add_argument("--generate", type=int, default=0, help="GenerationEval on this many val prompts")
+    parser.add_argument("--lists", action="store_true", help="the shipped lists (3–4 completions), all their pairs")
     args = parser.parse_args()
 
     L.seed_everything(0, verbose=False)
-    rows = [json.loads(line) for line in open(ROOT / "assets" / "data" / "val.jsonl")][: args.pairs]
+    source = "lists_val.jsonl" if args.lists else "val.jsonl"
+    rows = [json.loads(line) for line in open(ROOT / "assets" / "data" / source)][: args.pairs]
     data = PreferenceDataModule(
         str(ROOT / "assets" / "tokenizer"),
         train=rows,
@@ -94,6 +96,7 @@ def main() -> None:
         seed=0,
         use_cache=False,
         val=rows[:8] if args.generate else None,
+        pairs_from_lists="all",
     )
     module = PreferenceModule(
         str(ROOT / "assets" / "tiny-llama"),

@@ -80,6 +80,16 @@ def test_a_precomputed_reference_shared_out_over_two_sharded_processes_trains_as
     assert_same_training(single, two)
 
 
+def test_lists_over_two_processes_train_as_on_one(tmp_path):
+    """11 prompts with 3 or 4 completions, all their pairs, 4 prompts a step: 2 DDP processes of 2 prompts train as
+    1 process of 4 (each step's loss the mean over its pairs, however unevenly they fall on the processes)."""
+    lists = ("--lists", "--steps", "4", "--pairs", "11")
+    one = run(tmp_path, "lists1", "--batch-size", "4", *lists)
+    two = run(tmp_path, "lists2", "--strategy", "ddp", "--devices", "2", "--batch-size", "2", *lists)
+    assert one["losses"][3] < one["losses"][0] - 0.05
+    assert_same_training(one, two)
+
+
 def test_accumulating_4_batches_of_2_equals_batches_of_8(single, tmp_path):
     accumulated = run(tmp_path, "acc", "--batch-size", "2", "--accumulate", "4", "--steps", STEPS, "--pairs", PAIRS)
     assert_same_training(single, accumulated)
