@@ -89,12 +89,16 @@ def _assert_same(fast, plain, atol=1e-4):
         assert (fast[1][name] - g).abs().max() <= 1e-3 * g.abs().max().clamp(min=1e-6), name
 
 
+@pytest.mark.parametrize("kind", ["pairs", "lists"])
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "mistral"])
-def test_compiled_flex_attention_block_masks_have_the_plain_values_and_gradients(arch):
-    """The CPU suite checks flex values with the eager kernel; here the compiled kernel trains (fp32)."""
+def test_compiled_flex_attention_block_masks_have_the_plain_values_and_gradients(arch, kind):
+    """The CPU suite checks flex values with the eager kernel; here the compiled kernel trains (fp32), on pairs and
+    on K-segment rows of lists (K = 4, one list of 3)."""
+    from tests.architectures.test_exact_paths import list_batch
     from tests.architectures.tiny import tiny_model
 
-    batch = {k: v.cuda() for k, v in batch_of(random_pairs(6, seed=5)).items()}
+    cpu_batch = batch_of(random_pairs(6, seed=5)) if kind == "pairs" else list_batch(5)
+    batch = {k: v.cuda() for k, v in cpu_batch.items()}
     results = {}
     for attention, kwargs in (
         ("eager", dict(fused_lm_head="off", shared_prompt="off", padding_free="off")),
