@@ -86,7 +86,7 @@ class PreflightCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; an error from here on is a configuration error only if it says so (`PreflightConfigError`).
         A fit resumed from a checkpoint that already reached its limit does not run (`_resolve_checkpoint` said so)."""
-        if getattr(self, "_nothing_to_train", False):
+        if getattr(self, "nothing_to_train", False):
             return
         interrupt = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
         if interrupt is not None:
@@ -180,6 +180,7 @@ class PreflightCLI(LightningCLI):
             newest = latest_checkpoint(run_dir, self._checkpoint_folders())
             if newest is None:
                 if self.subcommand == "fit":
+                    self.config_init[self.subcommand]["ckpt_path"] = None  # a fresh run, without Lightning's warning
                     return None  # nothing to resume: a fresh run, as Lightning does for "last"
                 raise FileNotFoundError(f"--ckpt_path last: no checkpoint under {run_dir}/version_*/checkpoints")
             spec = str(newest)
@@ -191,7 +192,7 @@ class PreflightCLI(LightningCLI):
         if self.subcommand == "fit":
             trainer_config = self._get(self.config_init, "trainer", default={})
             reached = finished_by(meta, trainer_config.get("max_steps"), trainer_config.get("max_epochs"))
-            self._nothing_to_train = reached is not None
+            self.nothing_to_train = reached is not None
             step = int(meta.get("global_step") or 0)
             if reached and is_main_process():
                 print(

@@ -23,6 +23,7 @@ from .command import Command
 from .copy_config import CopyConfigCommand
 from .experiment import ExperimentCommand
 from .export import ExportCommand
+from .iterate import IterateCommand
 from .lightning import SUBCOMMANDS, TrainingCommand
 from .losses import LossesCommand
 from .output import (
@@ -40,6 +41,7 @@ COMMANDS: dict[str, Command] = {
     command.name: command
     for command in (
         *(TrainingCommand(name) for name in SUBCOMMANDS),
+        IterateCommand(),
         ExportCommand(),
         LossesCommand(),
         PlotCommand(),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import PreferenceDataError
-from .sources import RawRow, _Malformed
+from .sources import RawRow, Malformed
 
 FIELDS = ("prompt", "chosen", "rejected", "margin", "completions", "scores")
 Messages = list[dict[str, str]]
@@ -75,7 +75,7 @@ def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
 def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
     """Check one raw row and return it normalized; raise `PreferenceDataError` naming where and what."""
     where = row.location
-    if isinstance(row.value, _Malformed):
+    if isinstance(row.value, Malformed):
         raise PreferenceDataError(f"{where}: {row.value.problem}")
     if not isinstance(row.value, Mapping):
         raise PreferenceDataError(
@@ -201,7 +201,7 @@ def _dotted(value: Mapping, key: str, where: str) -> Any:
 def parse_list_example(row: RawRow, names: dict[str, str]) -> ListExample:
     """Check one list row (prompt, completions, scores) and return it normalized, or raise naming where and what."""
     where = row.location
-    if isinstance(row.value, _Malformed):
+    if isinstance(row.value, Malformed):
         raise PreferenceDataError(f"{where}: {row.value.problem}")
     value = row.value
     prompt = _dotted(value, names["prompt"], where)

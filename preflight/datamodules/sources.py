@@ -122,7 +122,7 @@ class Source:
                 try:
                     line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # a byte-order mark is not data
                 except UnicodeDecodeError as err:
-                    yield RawRow(location, index, _Malformed(_bad_utf8(err)))
+                    yield RawRow(location, index, Malformed(_bad_utf8(err)))
                     index += 1
                     continue
                 if not line.strip():
@@ -130,7 +130,7 @@ class Source:
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as err:
-                    value = _Malformed(f"invalid JSON ({err.msg} at column {err.colno})")
+                    value = Malformed(f"invalid JSON ({err.msg} at column {err.colno})")
                 yield RawRow(location, index, value)
                 index += 1
 
@@ -221,7 +221,7 @@ def looks_like_hub_id(spec: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec) is not None and not spec.startswith(".")
 
 
-class _Malformed:
+class Malformed:
     """A row that could not be parsed; `problem` says why."""
 
     def __init__(self, problem: str) -> None:

@@ -81,6 +81,14 @@ def _ids(encoded) -> list[int]:
     return list(encoded)
 
 
+def prompt_token_ids(tokenizer, prompt) -> list[int]:
+    """A prompt's ids as generation takes them: the text tokenized, or the messages rendered by the chat template
+    with the generation prompt (where a completion begins)."""
+    if isinstance(prompt, list):
+        return _ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True))
+    return _ids(tokenizer(prompt))
+
+
 def tokenize_example(tokenizer, example: PreferenceExample) -> TokenizedPair:
     if example.conversational:
         render = lambda messages, gen: _ids(  # noqa: E731

@@ -1,0 +1,285 @@
+"""The rounds of `preflight iterate`: sample (`samples`), train by an ordinary ``preflight fit`` on the round's list
+file, export the round's policy, evaluate it against the initial policy; resumable at the round and step where a
+run stopped.
+
+    out/metrics.csv                      one row per round (also printed, one line each)
+    out/rounds/0/policy/                 π_0, the initial policy (a Hugging Face folder)
+    out/rounds/0/eval.jsonl              π_0's samples of the evaluation prompts
+    out/rounds/r/completions.jsonl       round r's lists, sampled from π_{r−1}
+    out/rounds/r/fit.yaml                round r's fit config (``preflight fit --config`` runs it as is)
+    out/rounds/r/train/version_N/        round r's run folder (metrics.csv, checkpoints)
+    out/rounds/r/policy/                 π_r
+    out/rounds/r/eval.jsonl, round.json  π_r's evaluation samples; the round's numbers
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import gc
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from ..datamodules import PreferenceDataModule
+from ..export import export_module, module_from_checkpoint
+from ..generation.scoring import Reward
+from ..generation.tables import mean, win
+from ..runs import latest_checkpoint
+from .prompts import read_prompts, round_prompts
+from .samples import SamplingContext, sample_eval, sample_round
+from .settings import IterateSettings
+
+EVAL_SEED_OFFSET = 1_000_000  # the evaluation prompts' sampler seed, apart from every round's
+#: `PreferenceModule` settings a sampling model takes from the fit config: how it loads, and its log-prob paths
+MODEL_KEYS = (
+    "trust_remote_code",
+    "model_dtype",
+    "attn_implementation",
+    "fused_lm_head",
+    "shared_prompt",
+    "padding_free",
+    "max_tokens_per_row",
+    "dense_mask_max_length",
+    "lm_head_chunk_size",
+)
+#: data settings that change how text becomes ids (the rest are the fit's business)
+TOKENIZER_KEYS = ("tokenizer", "chat_template", "trust_remote_code")
+METRICS = (
+    "round",
+    "prompts",
+    "samples",
+    "sample_reward",
+    "lists",
+    "steps",
+    "reward",
+    "win_rate",
+    "kl",
+    "length",
+    "seconds",
+)
+
+
+def run_rounds(settings: IterateSettings, log: Callable[[str], None] = print) -> list[dict]:
+    """Run (or resume) every round; returns the rows of ``metrics.csv``."""
+    settings.check()
+    out = Path(settings.out)
+    prompts = read_prompts(settings.prompts)
+    data = PreferenceDataModule(**{k: v for k, v in settings.data_args().items() if k in TOKENIZER_KEYS})
+    reward = Reward(settings.reward, settings.reward_model)
+    reward.load()
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    reward.prepare(device, data.tokenizer.pad_token_id)
+    context = SamplingContext(
+        data.tokenizer, reward, device, settings.max_new_tokens, settings.temperature, settings.top_p
+    )
+    initial = out / "rounds" / "0" / "policy"
+    if not (initial / "config.json").is_file():
+        module = policy_module(settings, settings.model_args().get("model", "assets/tiny-llama"), device, initial=True)
+        export_module(module, initial, data.tokenizer)
+        del module
+    base = policy_module(settings, str(initial), device) if settings.eval_prompts else None
+    base_eval = evaluation(base, context, prompts, settings, out / "rounds" / "0" / "eval.jsonl")
+    rows = []
+    for r in range(1, settings.rounds + 1):
+        rows.append(one_round(r, settings, context, prompts, base, base_eval, out, log))
+        write_metrics(out / "metrics.csv", rows)
+    return rows
+
+
+def one_round(
+    r: int, settings: IterateSettings, context: SamplingContext, prompts: list[Any], base, base_eval, out: Path, log
+) -> dict:
+    folder = out / "rounds" / str(r)
+    record = folder / "round.json"
+    if record.is_file():
+        row = json.loads(record.read_text())
+        log(round_line(row, settings, resumed=True))
+        return row
+    started = time.perf_counter()
+    previous = out / "rounds" / str(r - 1) / "policy"
+    row: dict[str, Any] = {"round": r}
+    done = folder / "samples.json"
+    if done.is_file():
+        row.update(json.loads(done.read_text()))
+    else:
+        module = policy_module(settings, str(previous), context.device)
+        indices = round_prompts(len(prompts), r, settings.prompts_per_round)
+        row.update(
+            sample_round(
+                module,
+                context,
+                prompts,
+                indices,
+                r,
+                settings.seed,
+                settings.samples_per_prompt,
+                settings.sample_batch,
+                folder,
+            )
+        )
+        done.write_text(json.dumps(row))
+        release(module)
+        log(
+            f"preflight: iterate: round {r}: sampled {row['samples']} completions of {row['prompts']} prompts from "
+            f"{'the initial policy' if r == 1 else f'round {r - 1} policy'} (mean reward {row['sample_reward']:.3f}); "
+            f"{row['lists']} lists written to {folder / 'completions.jsonl'}"
+            + (f", {row['single']} prompts with fewer than 2 distinct completions left out" if row["single"] else "")
+        )
+    trained = train_round(r, settings, folder, previous, out / "rounds" / "0" / "policy", context)
+    row["steps"] = trained
+    if settings.eval_prompts:
+        policy = policy_module(settings, str(folder / "policy"), context.device)
+        mine = evaluation(policy, context, prompts, settings, folder / "eval.jsonl", base)
+        release(policy)
+        row.update(compare(mine, base_eval))
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    record.write_text(json.dumps(row))
+    log(round_line(row, settings))
+    return row
+
+
+def round_line(row: dict, settings: IterateSettings, resumed: bool = False) -> str:
+    """The round's printed line: its samples, and its policy against the initial one."""
+    text = (
+        f"preflight: iterate: round {row['round']}/{settings.rounds}{' (done before)' if resumed else ''}: "
+        f"{row['samples']} samples, mean reward {row['sample_reward']:.3f}; trained to step {row['steps']}"
+    )
+    if "reward" in row:
+        text += (
+            f"; its policy on {settings.eval_prompts} evaluation prompts: reward {row['reward']:.3f}, win rate "
+            f"against round 0 {row['win_rate']:.3f}, KL to the initial policy {row['kl']:.3f}"
+        )
+    return text + f" ({row['seconds']} s)"
+
+
+def policy_module(settings: IterateSettings, spec: str, device: torch.device, initial: bool = False):
+    """A `PreferenceModule` holding the policy at `spec` (no reference), with the fit config's load and log-prob
+    path settings, in eval mode on `device`: it samples, and its engine computes the log-probs."""
+    from ..modules import PreferenceModule
+
+    args = settings.model_args()
+    kwargs = {k: args[k] for k in MODEL_KEYS if k in args}
+    if initial and "init_seed" in args:
+        kwargs["init_seed"] = args["init_seed"]  # a config-only folder is built with these random weights
+    module = PreferenceModule(spec, loss="sft", reference="none", **kwargs)
+    module.configure_model()
+    return module.to(device).eval()
+
+
+def release(module) -> None:
+    del module
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluation(module, context, prompts, settings: IterateSettings, path: Path, base=None) -> list[dict]:
+    """The policy's samples of the evaluation prompts (read back when `path` holds them), with the log-prob of each
+    under the initial policy `base` (for the KL estimate)."""
+    if module is None:
+        return []
+    if path.is_file():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    from .samples import sequence_logps
+
+    rows = sample_eval(module, context, prompts, settings.eval_prompts, settings.seed + EVAL_SEED_OFFSET)
+    reference = base or module
+    initial = sequence_logps(
+        reference, reference.policy, context, [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows]
+    )
+    for row, value in zip(rows, initial):
+        row["initial_logp"] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def compare(mine: list[dict], base: list[dict]) -> dict:
+    """Mean reward and length of the policy's evaluation samples, their win rate against π_0's samples of the same
+    prompts (ties one half), and KL(π ‖ π_0) ≈ mean of log π(y|x) − log π_0(y|x) over them."""
+    by_index = {row["index"]: row for row in base}
+    return {
+        "reward": mean([r["reward"] for r in mine]),
+        "win_rate": mean([win(r["reward"], by_index[r["index"]]["reward"]) for r in mine]),
+        "kl": mean([r["logp"] - r["initial_logp"] for r in mine]),
+        "length": mean([len(r["completion_ids"]) for r in mine]),
+    }
+
+
+def fit_config(r: int, settings: IterateSettings, folder: Path, previous: Path, initial: Path) -> dict:
+    """Round r's ``preflight fit`` config: the user's, with π_{r−1} as the policy, the reference of
+    ``settings.reference``, the round's lists as the training data, a `ModelCheckpoint` that keeps ``last.ckpt``."""
+    config = copy.deepcopy(settings.fit)
+    model = config.get("model") or {}
+    if "class_path" not in model:
+        model = {"class_path": "preflight.PreferenceModule", "init_args": dict(model)}
+    args = model.setdefault("init_args", {})
+    args["model"] = str(previous.absolute())
+    reference = initial if settings.reference == "initial" else previous
+    if args.get("peft") and settings.reference == "previous":
+        args["reference"] = "adapter"  # the adapter-disabled policy is π_{r−1} itself: no second copy
+        args.pop("reference_model", None)
+    else:
+        args["reference_model"] = str(reference.absolute())
+        if args.get("reference") in (None, "auto", "adapter"):
+            args["reference"] = "copy"
+    config["model"] = model
+    data = config.setdefault("data", {})
+    data["train"] = str((folder / "completions.jsonl").absolute())
+    data["pairs_from_lists"] = settings.pairs_from_lists
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(folder.absolute())
+    trainer.setdefault("devices", 1)
+    callbacks = list(trainer.get("callbacks") or [])
+    callbacks.append(
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str((folder / "checkpoints").absolute()),
+                "save_last": True,
+                "every_n_train_steps": settings.checkpoint_every_n_steps,
+            },
+        }
+    )
+    trainer["callbacks"] = callbacks
+    return config
+
+
+def train_round(
+    r: int, settings: IterateSettings, folder: Path, previous: Path, initial: Path, context: SamplingContext
+) -> int:
+    """Round r's fit (resumed from its ``last.ckpt`` where there is one) and its policy exported to
+    ``folder/policy``; returns the step it trained to."""
+    from ..cli.lightning import PreflightCLI, build_cli
+
+    policy = folder / "policy"
+    checkpoints = folder / "checkpoints"
+    if (policy / "config.json").is_file():
+        return int(json.loads((folder / "trained.json").read_text())["steps"])
+    path = folder / "fit.yaml"
+    path.write_text(yaml.safe_dump(fit_config(r, settings, folder, previous, initial), sort_keys=False))
+    cli = build_cli(
+        ["fit", "--config", str(path), "--run_name", "train", "--ckpt_path", "last"], cli_class=PreflightCLI
+    )
+    if getattr(cli, "nothing_to_train", False):  # the checkpoint had reached the end: its weights are π_r
+        module, checkpoint = module_from_checkpoint(latest_checkpoint(folder / "train", [checkpoints]))
+        steps = int(checkpoint.get("global_step") or 0)
+    else:
+        module, steps = cli.model, cli.trainer.global_step
+    export_module(module, policy, context.tokenizer)
+    (folder / "trained.json").write_text(json.dumps({"steps": steps}))
+    release(module)
+    return steps
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,249 @@
+"""One round's data: N completions per prompt sampled from the current policy, scored, and written as a list file
+(``completions.jsonl``: prompt, completions, scores, the sampling policy's log-probs), resumably.
+
+Sampling goes through `generation.sampling.SeededSampler` (its ``many``: one prompt's N completions in one batch,
+seeded by the round and the prompt), scoring through `generation.scoring.Reward`, and the log-probs through the
+policy's `PreferenceModule` engine on the data module's tokenization of the written texts, as K-segment rows: the
+stored value of a completion is Σ_t log π(y_t | x, y_<t) of exactly the ids a fit on the file trains on (before
+``max_length`` truncation), whatever engine sampled it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..datamodules.collate import ListCollator, PreferenceCollator
+from ..datamodules.formats import ListExample
+from ..datamodules.tokenization import TokenizedPair, prompt_token_ids, tokenize_list
+from ..errors import PreflightConfigError
+from ..generation.sampling import SeededSampler
+
+
+class RoundError(PreflightConfigError):
+    """A round that cannot train on what it sampled: a reward that is not finite, no prompt with two distinct
+    completions."""
+
+
+@dataclass
+class SamplingContext:
+    """What every sampling pass of a run shares.
+
+    Args:
+        tokenizer: the data module's tokenizer (its chat template applied).
+        reward: the loaded `generation.scoring.Reward`.
+        device: where the models sample.
+        max_new_tokens: the most tokens per completion.
+        temperature: the sampling temperature.
+        top_p: nucleus sampling's mass.
+    """
+
+    tokenizer: Any
+    reward: Any
+    device: torch.device
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+
+    @property
+    def eos(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def sampler(self, seed: int) -> SeededSampler:
+        return SeededSampler(self.max_new_tokens, self.temperature, seed, top_p=self.top_p)
+
+    def text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The sampler seed of a round (prompt i's samples then use it and i: `SeededSampler`)."""
+    return seed * 10_007 + round_
+
+
+def as_completion(prompt: Any, text: str) -> Any:
+    """A sampled text as a list row's completion: the text, or the assistant's turn after a conversational prompt."""
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+
+
+def prompt_text(context: SamplingContext, prompt: Any) -> str:
+    """What a reward function reads as the prompt: the text, or the rendered messages decoded."""
+    return prompt if isinstance(prompt, str) else context.text(prompt_token_ids(context.tokenizer, prompt))
+
+
+def score(
+    context: SamplingContext,
+    prompt_ids: list[list[int]],
+    prompts: list[str],
+    completions: list[list[int]],
+    texts: list[str],
+) -> list[float]:
+    """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids)."""
+    pairs = [
+        TokenizedPair(k, p, c or [context.eos], c or [context.eos])
+        for k, (p, c) in enumerate(zip(prompt_ids, completions))
+    ]
+    batch = PreferenceCollator(context.pad)(pairs)
+    return context.reward(batch, prompts, texts)
+
+
+@torch.no_grad()
+def list_logps(module, model, context: SamplingContext, rows: list[dict]) -> list[list[float]]:
+    """Each row's completions' summed log-probs under `model`, as the data module tokenizes the row (K-segment rows
+    through `module`'s engine)."""
+    items = [
+        tokenize_list(context.tokenizer, ListExample(k, "", row["prompt"], row["completions"], row["scores"]))
+        for k, row in enumerate(rows)
+    ]
+    batch = {k: v.to(context.device) for k, v in ListCollator(context.pad, mode="list")(items).items()}
+    flat = module.completion_logps(model, batch).tolist()
+    out, at = [], 0
+    for item in items:
+        out.append(flat[at : at + len(item.completion_ids)])
+        at += len(item.completion_ids)
+    return out
+
+
+def sample_lists(
+    module, context: SamplingContext, prompts: list[Any], indices: list[int], round_: int, seed: int, n: int, where: str
+) -> list[dict]:
+    """For each prompt index: n completions from `module.policy`, their distinct texts with how often each was
+    drawn (``counts``), their rewards (``scores``) and, where there are at least two, their log-probs."""
+    model = module.policy
+    sampler = context.sampler(round_seed(seed, round_))
+    ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
+    drawn = sampler.many(model, list(zip(indices, ids)), n, context.eos, context.pad)
+    rows = []
+    for i, prompt, prompt_ids, completions in zip(indices, (prompts[i] for i in indices), ids, drawn):
+        texts = [context.text(c) for c in completions]
+        first = {}
+        for k, text in enumerate(texts):
+            first.setdefault(text, k)
+        keep = list(first.values())
+        rewards = score(
+            context,
+            [prompt_ids] * len(keep),
+            [prompt_text(context, prompt)] * len(keep),
+            [completions[k] for k in keep],
+            [texts[k] for k in keep],
+        )
+        for k, value in zip(keep, rewards):
+            if not math.isfinite(value):
+                raise RoundError(
+                    f"{where}: the reward of prompt {i}'s completion {k + 1} is not finite ({value}): {texts[k]!r}"
+                )
+        rows.append(
+            {
+                "prompt_index": i,
+                "prompt": prompt,
+                "completions": [as_completion(prompt, texts[k]) for k in keep],
+                "scores": [float(v) for v in rewards],
+                "counts": [texts.count(texts[k]) for k in keep],
+            }
+        )
+    listed = [row for row in rows if len(row["completions"]) >= 2]
+    if listed:
+        for row, logps in zip(listed, list_logps(module, model, context, listed)):
+            row["logps"] = logps
+    return rows
+
+
+def read_done(path: Path) -> list[dict]:
+    """The rows a killed round already wrote (a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def sample_round(
+    module,
+    context: SamplingContext,
+    prompts: list[Any],
+    indices: list[int],
+    round_: int,
+    seed: int,
+    n: int,
+    batch: int,
+    folder: Path,
+) -> dict:
+    """Sample, score and write round `round_`'s lists into ``folder/completions.jsonl`` (prompts whose samples are
+    already in ``completions.partial.jsonl`` are not sampled again); returns the round's sample statistics."""
+    final, partial = folder / "completions.jsonl", folder / "completions.partial.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = read_done(partial)
+    with open(partial, "w", encoding="utf-8") as f:  # rewritten without a torn line, then appended to
+        f.writelines(json.dumps(row) + "\n" for row in done)
+    seen = {row["prompt_index"] for row in done}
+    todo = [i for i in indices if i not in seen]
+    module.policy.eval()
+    for start in range(0, len(todo), batch):
+        rows = sample_lists(module, context, prompts, todo[start : start + batch], round_, seed, n, f"round {round_}")
+        with open(partial, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        done += rows
+    listed = [row for row in done if len(row["completions"]) >= 2]
+    if not listed:
+        raise RoundError(
+            f"round {round_}: no prompt got 2 distinct completions out of {n} (of {len(done)} prompts): nothing to "
+            "pair; raise temperature or max_new_tokens"
+        )
+    staging = final.with_suffix(".jsonl.tmp")
+    staging.write_text("".join(json.dumps(row) + "\n" for row in listed), encoding="utf-8")
+    staging.replace(final)
+    partial.unlink()
+    drawn = sum(sum(row["counts"]) for row in done)
+    total = sum(s * c for row in done for s, c in zip(row["scores"], row["counts"]))
+    return {
+        "prompts": len(done),
+        "samples": drawn,
+        "sample_reward": total / max(drawn, 1),
+        "lists": len(listed),
+        "single": len(done) - len(listed),
+    }
+
+
+@torch.no_grad()
+def sample_eval(module, context: SamplingContext, prompts: list[Any], count: int, seed: int) -> list[dict]:
+    """One completion from `module.policy` for each of the first `count` prompts (the same seed for every policy):
+    prompt ids, completion ids (with their EOS), text, reward and log-prob under the policy."""
+    model = module.policy
+    model.eval()
+    indices = list(range(min(count, len(prompts))))
+    ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
+    completions = context.sampler(seed)(model, list(zip(indices, ids)), context.eos, context.pad)
+    texts = [context.text(c) for c in completions]
+    rewards = score(context, ids, [prompt_text(context, prompts[i]) for i in indices], completions, texts)
+    logps = sequence_logps(module, model, context, ids, completions)
+    return [
+        {"index": i, "prompt_ids": p, "completion_ids": c, "text": t, "reward": float(r), "logp": lp}
+        for i, p, c, t, r, lp in zip(indices, ids, completions, texts, rewards, logps)
+    ]
+
+
+@torch.no_grad()
+def sequence_logps(module, model, context: SamplingContext, prompt_ids, completions) -> list[float]:
+    """log π(y|x) of each sampled completion's own ids (with its EOS), as `GenerationEval` estimates KL."""
+    if not prompt_ids:
+        return []
+    eos = context.eos
+    pairs = [TokenizedPair(k, p, c or [eos], c or [eos]) for k, (p, c) in enumerate(zip(prompt_ids, completions))]
+    batch = {k: v.to(context.device) for k, v in PreferenceCollator(context.pad)(pairs).items()}
+    return module.completion_logps(model, batch)[: len(pairs)].tolist()
