@@ -120,3 +120,13 @@ def forced(fused: bool, shared: bool):
 
     on_off = lambda flag: "on" if flag else "off"  # noqa: E731
     return CompletionLogps(LogpsSettings(fused_lm_head=on_off(fused), shared_prompt=on_off(shared), padding_free="off"))
+
+
+def length_reward(prompts, completions):
+    """A reward for tests of `preflight iterate`: the completion's length in characters (rarely tied)."""
+    return [float(len(text)) for text in completions]
+
+
+def nan_reward(prompts, completions):
+    """A reward for tests of `preflight iterate`'s refusal: not a number for the second completion."""
+    return [float("nan") if k == 1 else 0.0 for k in range(len(completions))]

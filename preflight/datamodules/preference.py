@@ -538,7 +538,9 @@ class PreferenceDataModule(L.LightningDataModule):
             accumulate=self._accumulation(),
             units=dataset.units(self.pairs_from_lists) if dataset.kind == "lists" else None,
         )
-        self._resume_position(sampler)
+        # read when iteration starts: Lightning may build this loader before it restores a checkpoint's progress
+        # (to count the steps of a max_epochs schedule), and then reuses it
+        sampler.before_epoch = lambda: self._resume_position(sampler)
         self._train_sampler = sampler
         return self._loader(dataset, sampler)
 

@@ -14,7 +14,7 @@ already yielded, so a restarted run continues mid-epoch with the same batches.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -59,6 +59,8 @@ class PreferenceBatchSampler:
         self._sizes: tuple[int, list[int]] | None = None  # (epoch, global batch sizes), cached
         self._yielded = 0  # batches already yielded in the current epoch (for resume)
         self._resume_from = 0
+        #: called as each epoch's iteration starts (the data module sets it to restore a resumed run's position)
+        self.before_epoch: Callable[[], None] | None = None
 
     @property
     def global_batch_size(self) -> int:
@@ -134,6 +136,8 @@ class PreferenceBatchSampler:
 
     def batches_and_step_pairs(self) -> Iterator[tuple[list[int], int]]:
         """This rank's micro-batches, each with the pairs of its optimizer step, resuming where a restart left off."""
+        if self.before_epoch is not None:
+            self.before_epoch()  # the position is read when the epoch starts, after a checkpoint has been restored
         batches, step_pairs = self.global_batches(), self.step_pairs()
         start, self._resume_from = self._resume_from, 0
         self._yielded = start

@@ -21,7 +21,7 @@ import torch
 
 from ..datamodules.collate import ListCollator, PreferenceCollator
 from ..datamodules.formats import ListExample
-from ..datamodules.tokenization import TokenizedPair, prompt_token_ids, tokenize_list
+from ..datamodules.tokenization import TokenizedList, TokenizedPair, prompt_token_ids, tokenize_list
 from ..errors import PreflightConfigError
 from ..generation.sampling import SeededSampler
 
@@ -98,13 +98,8 @@ def score(
 
 
 @torch.no_grad()
-def list_logps(module, model, context: SamplingContext, rows: list[dict]) -> list[list[float]]:
-    """Each row's completions' summed log-probs under `model`, as the data module tokenizes the row (K-segment rows
-    through `module`'s engine)."""
-    items = [
-        tokenize_list(context.tokenizer, ListExample(k, "", row["prompt"], row["completions"], row["scores"]))
-        for k, row in enumerate(rows)
-    ]
+def list_logps(module, model, context: SamplingContext, items: list[TokenizedList]) -> list[list[float]]:
+    """Each list's completions' summed log-probs under `model` (K-segment rows through `module`'s engine)."""
     batch = {k: v.to(context.device) for k, v in ListCollator(context.pad, mode="list")(items).items()}
     flat = module.completion_logps(model, batch).tolist()
     out, at = [], 0
@@ -118,42 +113,37 @@ def sample_lists(
     module, context: SamplingContext, prompts: list[Any], indices: list[int], round_: int, seed: int, n: int, where: str
 ) -> list[dict]:
     """For each prompt index: n completions from `module.policy`, their distinct texts with how often each was
-    drawn (``counts``), their rewards (``scores``) and, where there are at least two, their log-probs."""
+    drawn (``counts``), their rewards (``scores``) and, where there are at least two, their log-probs. The reward
+    model and the log-probs read the ids the data module makes of the written row (EOS appended), so the file
+    scores and trains the same sequences."""
     model = module.policy
     sampler = context.sampler(round_seed(seed, round_))
     ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
     drawn = sampler.many(model, list(zip(indices, ids)), n, context.eos, context.pad)
-    rows = []
-    for i, prompt, prompt_ids, completions in zip(indices, (prompts[i] for i in indices), ids, drawn):
+    rows, items = [], []
+    for i, completions in zip(indices, drawn):
+        prompt = prompts[i]
         texts = [context.text(c) for c in completions]
-        first = {}
-        for k, text in enumerate(texts):
-            first.setdefault(text, k)
-        keep = list(first.values())
+        distinct = list(dict.fromkeys(texts))
+        written = [as_completion(prompt, text) for text in distinct]
+        item = tokenize_list(context.tokenizer, ListExample(i, where, prompt, written, [0.0] * len(written)))
+        K = len(distinct)
         rewards = score(
-            context,
-            [prompt_ids] * len(keep),
-            [prompt_text(context, prompt)] * len(keep),
-            [completions[k] for k in keep],
-            [texts[k] for k in keep],
+            context, [item.prompt_ids] * K, [prompt_text(context, prompt)] * K, item.completion_ids, distinct
         )
-        for k, value in zip(keep, rewards):
+        for text, value in zip(distinct, rewards):
             if not math.isfinite(value):
+                k = texts.index(text)
                 raise RoundError(
-                    f"{where}: the reward of prompt {i}'s completion {k + 1} is not finite ({value}): {texts[k]!r}"
+                    f"{where}: the reward of prompt {i}'s completion {k + 1} is not finite ({value}): {text!r}"
                 )
-        rows.append(
-            {
-                "prompt_index": i,
-                "prompt": prompt,
-                "completions": [as_completion(prompt, texts[k]) for k in keep],
-                "scores": [float(v) for v in rewards],
-                "counts": [texts.count(texts[k]) for k in keep],
-            }
-        )
-    listed = [row for row in rows if len(row["completions"]) >= 2]
+        row = {"prompt_index": i, "prompt": prompt, "completions": written, "scores": [float(v) for v in rewards]}
+        row["counts"] = [texts.count(text) for text in distinct]
+        rows.append(row)
+        items.append(item)
+    listed = [(row, item) for row, item in zip(rows, items) if len(row["completions"]) >= 2]
     if listed:
-        for row, logps in zip(listed, list_logps(module, model, context, listed)):
+        for (row, _), logps in zip(listed, list_logps(module, model, context, [item for _, item in listed])):
             row["logps"] = logps
     return rows
 
@@ -204,6 +194,11 @@ def sample_round(
         raise RoundError(
             f"round {round_}: no prompt got 2 distinct completions out of {n} (of {len(done)} prompts): nothing to "
             "pair; raise temperature or max_new_tokens"
+        )
+    if not any(max(row["scores"]) > min(row["scores"]) for row in listed):
+        raise RoundError(
+            f"round {round_}: the reward scored every prompt's completions alike (of {len(listed)} prompts with 2 or "
+            "more distinct completions): nothing to pair"
         )
     staging = final.with_suffix(".jsonl.tmp")
     staging.write_text("".join(json.dumps(row) + "\n" for row in listed), encoding="utf-8")

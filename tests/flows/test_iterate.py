@@ -1,0 +1,188 @@
+"""`preflight iterate` as a user runs it: the shipped config with the shipped politeness reward, a reward model that
+`preflight fit --config configs/reward_model.yaml` trained, a SIGKILL mid-round and the run again, one-line
+refusals."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from preflight.datamodules.tokenization import prompt_token_ids
+from preflight.pretrained import load_tokenizer
+from tests.conftest import ROOT
+from tests.flows.conftest import QUICK
+from tests.helpers import naive_sequence_logps
+
+SMALL = ["--prompts_per_round", "6", "--samples_per_prompt", "3", "--eval_prompts", "4", "--max_new_tokens", "12"]
+
+
+def metrics(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_shipped_config_runs_rounds_prints_a_line_each_and_resumes_as_done(preflight, workdir):
+    args = ["iterate", "--config", "configs/iterative_dpo.yaml", "--prompts_per_round", "16", *SMALL[2:]]
+    first = preflight(*args)
+    assert first.code == 0, first.err[-3000:]
+    out = workdir / "runs" / "iterative_dpo"
+    rows = metrics(out / "metrics.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2]
+    lines = [line for line in first.preflight_lines() if line.startswith("preflight: iterate: round ")]
+    assert len(lines) == 4, lines  # per round: its samples, then its policy's evaluation
+    for row in rows:
+        assert int(row["samples"]) == 16 * 3 and int(row["prompts"]) == 16
+        line = next(x for x in lines if x.startswith(f"preflight: iterate: round {row['round']}/2: "))
+        assert f"win rate against round 0 {float(row['win_rate']):.3f}" in line
+        assert f"KL to the initial policy {float(row['kl']):.3f}" in line
+    # round 2 trained π_1 against π_0, on round 2's lists
+    fit = yaml.safe_load((out / "rounds/2/fit.yaml").read_text())
+    assert fit["model"]["init_args"]["model"] == str((out / "rounds/1/policy").absolute())
+    assert fit["model"]["init_args"]["reference_model"] == str((out / "rounds/0/policy").absolute())
+    assert fit["data"]["train"] == str((out / "rounds/2/completions.jsonl").absolute())
+    # the KL and win rate, recomputed here: naive log-probs of π_2's evaluation samples under π_2 and π_0
+    tokenizer = load_tokenizer("assets/tokenizer")
+    policy, initial = (
+        AutoModelForCausalLM.from_pretrained(out / f"rounds/{r}/policy", dtype=torch.float32).eval() for r in (2, 0)
+    )
+    samples, base = read_jsonl(out / "rounds/2/eval.jsonl"), read_jsonl(out / "rounds/0/eval.jsonl")
+    prompts = [json.loads(line)["prompt"] for line in (ROOT / "assets/data/train.jsonl").read_text().splitlines()]
+    ratios = []
+    for row in samples:
+        assert row["prompt_ids"] == prompt_token_ids(tokenizer, prompts[row["index"]])
+        ratios.append(
+            naive_sequence_logps(policy, row["prompt_ids"], row["completion_ids"])
+            - naive_sequence_logps(initial, row["prompt_ids"], row["completion_ids"])
+        )
+    assert abs(sum(ratios) / len(ratios) - float(rows[1]["kl"])) < 1e-4
+    wins = [
+        1.0 if a["reward"] > b["reward"] else 0.5 if a["reward"] == b["reward"] else 0.0 for a, b in zip(samples, base)
+    ]
+    assert abs(sum(wins) / len(wins) - float(rows[1]["win_rate"])) < 1e-9
+
+    again = preflight(*args)
+    assert again.code == 0, again.err[-2000:]
+    lines = again.preflight_lines()
+    assert sum("(done before)" in line for line in lines) == 2 and not any("sampled" in line for line in lines)
+    assert metrics(out / "metrics.csv") == rows
+
+
+def small_config(workdir: Path, name: str, **over) -> Path:
+    config = {
+        "rounds": 2,
+        "out": f"runs/{name}",
+        "prompts": "assets/data/val.jsonl",
+        "prompts_per_round": 8,
+        "samples_per_prompt": 3,
+        "eval_prompts": 3,
+        "max_new_tokens": 12,
+        "reward": "tests.helpers:length_reward",
+        "checkpoint_every_n_steps": 1,
+        "fit": {
+            "seed_everything": 0,
+            "model": {
+                "class_path": "preflight.PreferenceModule",
+                "init_args": {
+                    "model": "assets/tiny-llama",
+                    "loss": {"name": "dpo", "beta": 0.1},
+                    "learning_rate": 1e-3,
+                },
+            },
+            "data": {"tokenizer": "assets/tokenizer", "batch_size": 2, "max_length": 128},
+            "trainer": {
+                "accelerator": "cpu",
+                "devices": 1,
+                "max_epochs": 1,
+                "enable_progress_bar": False,
+                "enable_model_summary": False,
+                "log_every_n_steps": 1,
+            },
+        },
+        **over,
+    }
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_run_killed_mid_round_resumes_at_its_step_and_ends_as_an_uninterrupted_run(preflight, workdir):
+    whole = preflight("iterate", "--config", small_config(workdir, "whole"))
+    assert whole.code == 0, whole.err[-3000:]
+    config = small_config(workdir, "killed")
+    killing = yaml.safe_load(config.read_text())
+    killing["fit"]["trainer"]["callbacks"] = [{"class_path": "tests.helpers.KillAt", "init_args": {"step": 2}}]
+    (workdir / "killing.yaml").write_text(yaml.safe_dump(killing))
+    killed = subprocess.run(
+        [str(Path(sys.executable).parent / "preflight"), "iterate", "--config", "killing.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    out = workdir / "runs" / "killed"
+    assert (out / "rounds/1/completions.jsonl").is_file() and not (out / "rounds/1/policy").exists()
+    samples = (out / "rounds/1/completions.jsonl").read_text()
+
+    resumed = preflight("iterate", "--config", config)
+    assert resumed.code == 0, resumed.err[-3000:]
+    lines = resumed.preflight_lines()
+    # killed at the end of step 2, before that step's checkpoint (KillAt runs before the round's ModelCheckpoint)
+    assert f"preflight: resuming {out.absolute() / 'rounds/1/checkpoints/last.ckpt'} (step 1)" in lines, lines
+    assert not any(line.startswith("preflight: iterate: round 1: sampled") for line in lines)  # not sampled again
+    assert (out / "rounds/1/completions.jsonl").read_text() == samples
+    assert (out / "rounds/1/completions.jsonl").read_text() == (
+        workdir / "runs/whole/rounds/1/completions.jsonl"
+    ).read_text()
+    for r in (1, 2):
+        a, b = (
+            AutoModelForCausalLM.from_pretrained(workdir / f"runs/{name}/rounds/{r}/policy").state_dict()
+            for name in ("whole", "killed")
+        )
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, f"round {r}"
+    assert metrics(out / "metrics.csv")[1]["steps"] == metrics(workdir / "runs/whole/metrics.csv")[1]["steps"]
+
+
+def test_a_reward_model_trained_by_the_shipped_config_scores_the_rounds(preflight, workdir):
+    assert preflight("fit", "--config", "configs/reward_model.yaml", *QUICK).code == 0
+    config = small_config(workdir, "rm", rounds=1, reward=None, reward_model="runs/reward_model")
+    run = preflight("iterate", "--config", config)
+    assert run.code == 0, run.err[-3000:]
+    from preflight.export import module_from_checkpoint
+    from preflight.runs import latest_checkpoint
+
+    reward_model, _ = module_from_checkpoint(latest_checkpoint(workdir / "runs/reward_model"))
+    tokenizer = load_tokenizer("assets/tokenizer")
+    row = read_jsonl(workdir / "runs/rm/rounds/1/completions.jsonl")[0]
+    for completion, stored in zip(row["completions"], row["scores"]):
+        ids = tokenizer(row["prompt"] + completion + tokenizer.eos_token)["input_ids"]
+        with torch.no_grad():  # one unpadded sequence: the score at its last token
+            expected = reward_model.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+        assert abs(stored - expected) < 1e-4, (stored, expected)
+
+
+def test_refusals_are_one_line_with_exit_2(preflight, workdir):
+    bad_reward = preflight(
+        "iterate", "--config", small_config(workdir, "nan", rounds=1, reward="tests.helpers:nan_reward")
+    )
+    assert bad_reward.code == 2
+    assert (
+        bad_reward.err.strip()
+        .splitlines()[-1]
+        .startswith("preflight: error: round 1: the reward of prompt 0's completion 2 is not finite (nan)")
+    ), bad_reward.err
+    bad_setting = preflight("iterate", "--config", small_config(workdir, "one", samples_per_prompt=1))
+    assert bad_setting.code == 2
+    assert bad_setting.err.strip() == "preflight: error: samples_per_prompt must be at least 2, got 1"
+    assert not (workdir / "runs" / "one").exists()
