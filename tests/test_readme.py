@@ -133,6 +133,10 @@ def check_command_output(block, args, out, folder):
     elif args[0] == "fit" and "configs/lists.yaml" in args:
         assert "train assets/data/lists_train.jsonl (500 lists), val assets/data/lists_val.jsonl (50 lists)" in out
         assert ("val/rewards/list_accuracies=" in out) == ("plackett_luce" in args)
+    if args[0] == "iterate":  # one round of 8 prompts: its two lines, and metrics.csv
+        rows = list(csv.DictReader(open(folder / "runs/iterative_dpo/metrics.csv")))
+        assert [r["round"] for r in rows] == ["1"] and int(rows[0]["samples"]) == 8 * 4
+        assert re.search(r"preflight: iterate: round 1/1: 32 samples, .*win rate against round 0 [\d.]+", out)
     if args[0] == "export":
         assert (folder / args[2] / "model.safetensors").is_file()
     if block.mark == "as written":  # the main job learns the shipped rule

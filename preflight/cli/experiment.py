@@ -64,6 +64,8 @@ def check_settings(settings) -> None:
             raise PreflightConfigError(
                 f"loss {name!r} takes whole lists: add --completions K with K > 2 (responses per prompt)"
             )
+    if not settings.losses and not getattr(settings, "iterative", 0):
+        raise PreflightConfigError("--losses: name at least one loss (or add --iterative R)")
     betas = getattr(settings, "betas", None) or (settings.beta,)
     if any(not b > 0 for b in betas):
         raise PreflightConfigError(f"--beta{'s' if hasattr(settings, 'betas') else ''}: every β must be positive")
@@ -76,6 +78,8 @@ def check_settings(settings) -> None:
             f"--pairs-from-lists {settings.pairs_from_lists!r}: give all, best_worst or consecutive (list-wise "
             "losses take whole lists by themselves)"
         )
+    if getattr(settings, "iterative", 0) < 0 or getattr(settings, "iterative_samples", 2) < 2:
+        raise PreflightConfigError("--iterative must be 0 or more rounds, --iterative-samples at least 2")
     if getattr(settings, "with_trl", False) and settings.completions > 2:
         raise PreflightConfigError("--with-trl compares on pairs: leave --completions at 2")
     if getattr(settings, "with_trl", False):

@@ -12,7 +12,7 @@ from .lightning import with_shipped_configs
 
 class IterateCommand(Command):
     name = "iterate"
-    summary = "iterative DPO on own samples:   preflight iterate --config configs/iterative_dpo.yaml"
+    summary = "iterative DPO on own samples:    preflight iterate --config configs/iterative_dpo.yaml"
 
     def parser(self):
         from jsonargparse import ActionConfigFile, ArgumentParser

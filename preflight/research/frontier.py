@@ -11,7 +11,10 @@ optimizer settings, as one more curve. The optimum of Eq. 3 (`known_reward.optim
 for comparison. With ``--completions K`` (K > 2) the training prompts carry K sampled completions each, ranked
 by the Plackett–Luce model of the true reward: pair losses learn from the pairs ``pairs_from_lists`` forms
 (best against worst by default, as best-of-N recipes), list-wise losses from whole lists, at the same number of
-prompts as the K = 2 pairs.
+prompts as the K = 2 pairs. With ``--iterative R``, DPO also trains by R rounds of `preflight iterate` (each round
+samples ``iterative_samples`` completions for the next 1/R of the training prompts from the current policy, ranks
+them by the Plackett–Luce model of the true reward, and trains on the best against the worst, the reference fixed at
+the base policy): the same number of pairs, β grid, epochs and learning rate as offline DPO, as one more curve.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from .known_reward import KnownRewardTask, optimal_frontier, read_rows
 REWARD = "preflight.rewards:politeness"
 MIN_EFFECTIVE_SAMPLES = 30  # the optimum's estimate is shown only where at least this many samples carry it
 TRL = "trl"  # the trainer column of TRL's runs (their loss is TRL's sigmoid DPO)
+ITERATIVE = "iterative"  # the trainer column of the iterative DPO runs
+NOISY_REWARD = "preflight.research.known_reward:plackett_luce_politeness"
 
 
 @dataclass
@@ -47,6 +52,9 @@ class FrontierSettings:
             ranked by Plackett–Luce, for list-wise losses and for the pairs of ``pairs_from_lists``).
         pairs_from_lists: the pairs the pair losses learn from when ``completions`` > 2: best_worst, all or
             consecutive.
+        iterative: R > 0 also trains DPO by R rounds on its own samples (`preflight iterate`), one block of the
+            training prompts per round, the best against the worst of each prompt's samples.
+        iterative_samples: completions each iterative round samples per prompt.
         task: how the known-reward task is built.
     """
 
@@ -60,6 +68,8 @@ class FrontierSettings:
     with_trl: bool = False
     completions: int = 2
     pairs_from_lists: str = "best_worst"
+    iterative: int = 0
+    iterative_samples: int = 4
     task: KnownRewardTask = field(default_factory=KnownRewardTask)
 
     @classmethod
@@ -101,6 +111,8 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
         f"from it (mean true reward {task['train_base_reward']:.3f})"
     )
     runs = [("preflight", loss) for loss in settings.losses] + ([(TRL, "dpo")] if settings.with_trl else [])
+    runs += [(ITERATIVE, "dpo")] if settings.iterative else []
+    trainers = {"preflight": train_preflight, TRL: train_trl, ITERATIVE: train_iterative}
     # one callback for every run: the base policy's samples are drawn once and every policy is compared with them
     evaluation = GenerationEval(
         reward=REWARD, num_prompts=settings.eval_prompts, max_new_tokens=settings.task.max_new_tokens, seed=0
@@ -110,7 +122,7 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
         for beta in settings.betas:
             for seed in range(settings.seeds):
                 clock = time.perf_counter()
-                policy = (train_trl if trainer == TRL else train_preflight)(out / "task", loss, beta, seed, settings)
+                policy = trainers[trainer](out / "task", loss, beta, seed, settings)
                 row = {
                     "trainer": trainer,
                     "loss": loss,
@@ -146,6 +158,7 @@ def _run_frontier(settings: FrontierSettings, out: Path, log) -> dict:
         "task": task,
         "samples": len(base_rewards),
         "seconds": time.perf_counter() - started,
+        "iterative": settings.iterative,
     }
     (out / "summary.md").write_text(summary(settings, result))
     return result
@@ -233,6 +246,60 @@ def train_trl(task: Path, loss: str, beta: float, seed: int, settings: FrontierS
     return trainer.model.eval()
 
 
+def train_iterative(task: Path, loss: str, beta: float, seed: int, settings: FrontierSettings):
+    """The base policy trained by ``settings.iterative`` rounds of `preflight iterate` (`rounds.run_rounds`): each
+    round samples ``iterative_samples`` completions for its block of the training prompts from the current policy,
+    ranks them by `plackett_luce_politeness`, and trains `loss` at `beta` on the best against the worst, the
+    reference fixed at the base policy; as many prompts (so pairs) in all as offline DPO. Returns the last policy."""
+    from transformers import AutoModelForCausalLM
+
+    from ..rounds import IterateSettings, run_rounds
+
+    prompts = task / ("lists/train.jsonl" if settings.completions > 2 else "pairs/train.jsonl")
+    count = len(read_rows(prompts))
+    base = str(task / "base")
+    fit = {
+        "seed_everything": seed,
+        "model": {
+            "class_path": "preflight.PreferenceModule",
+            "init_args": {
+                "model": base,
+                "loss": spec_with_beta(loss, beta),
+                "learning_rate": settings.learning_rate,
+                "scheduler": "linear",
+            },
+        },
+        "data": {"tokenizer": base, "batch_size": settings.batch_size, "use_cache": False},
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": settings.epochs,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "limit_val_batches": 0,
+        },
+    }
+    out = task.parent / "runs" / f"{ITERATIVE}_{loss}_beta{beta}_seed{seed}"
+    rounds = IterateSettings(
+        fit=fit,
+        prompts=str(prompts),
+        rounds=settings.iterative,
+        out=str(out),
+        samples_per_prompt=settings.iterative_samples,
+        prompts_per_round=math.ceil(count / settings.iterative),
+        eval_prompts=0,
+        max_new_tokens=settings.task.max_new_tokens,
+        seed=seed,
+        reward=NOISY_REWARD,
+        pairs_from_lists="best_worst",
+        checkpoint_every_n_steps=10**6,
+        sample_batch=32,
+    )
+    run_rounds(rounds, log=lambda line: None)
+    return AutoModelForCausalLM.from_pretrained(out / "rounds" / str(settings.iterative) / "policy").eval()
+
+
 def evaluate(policy, task: Path, folder: Path, settings: FrontierSettings, callback) -> dict:
     """`callback` (a `GenerationEval`) on the validation prompts: the policy's true reward, KL to the base
     policy, win rate against the base's samples, length; and the base's own true reward on the same prompts."""
@@ -267,7 +334,9 @@ def curves(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return out
 
 
-def label(trainer: str, loss: str) -> str:
+def label(trainer: str, loss: str, rounds: int = 0) -> str:
+    if trainer == ITERATIVE:
+        return f"{loss} (iterative, {rounds} rounds on its own samples)"
     return f"{loss} (TRL DPOTrainer)" if trainer == TRL else loss
 
 
@@ -294,7 +363,8 @@ def summary(settings: FrontierSettings, result: dict) -> str:
     task, rows = result["task"], result["rows"]
     base = sum(float(r["reference_reward"]) for r in rows) / len(rows)
     lines = [
-        f"# Reward–KL frontier: {', '.join(settings.losses)}{' and TRL DPO' if settings.with_trl else ''}, "
+        f"# Reward–KL frontier: {', '.join(settings.losses)}{' and TRL DPO' if settings.with_trl else ''}"
+        f"{f' and iterative DPO ({settings.iterative} rounds)' if settings.iterative else ''}, "
         f"β ∈ {{{', '.join(map(str, settings.betas))}}}, {settings.seeds} seed(s)",
         "",
         f"Task: base policy fine-tuned {settings.task.base_epochs} epoch(s) on the shipped replies; "
@@ -307,7 +377,15 @@ def summary(settings: FrontierSettings, result: dict) -> str:
         )
         + f"; {settings.epochs} epoch(s) of batch {settings.batch_size}, learning rate "
         f"{settings.learning_rate}; evaluated on {rows[0]['prompts']} validation prompts, one sample each. "
-        f"The base policy's true reward on them: {base:.3f}.",
+        f"The base policy's true reward on them: {base:.3f}."
+        + (
+            f" Iterative DPO (trainer `{ITERATIVE}`): {settings.iterative} rounds, each sampling "
+            f"{settings.iterative_samples} completions from the current policy for the next 1/{settings.iterative} "
+            "of the training prompts, ranked by Plackett–Luce on the politeness reward, best against worst, the "
+            "reference fixed at the base policy: as many pairs in all as offline DPO."
+            if settings.iterative
+            else ""
+        ),
         "",
         "| trainer | loss | β | true reward | KL(π‖π_base) | win rate vs base | optimum's reward at that KL |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -364,8 +442,8 @@ def plot_frontier(result: dict, path: Path) -> Path:
             marker="o",
             capsize=3,
             color=f"C{i}",
-            label=label(trainer, loss),
-            ls="-" if trainer != TRL else "-.",
+            label=label(trainer, loss, result.get("iterative", 0)),
+            ls={TRL: "-.", ITERATIVE: "--"}.get(trainer, "-"),
         )
         for p in points:
             ax.annotate(

@@ -21,6 +21,7 @@ E_π*[r]/β − log E_base[w] (`optimal_frontier`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -235,6 +236,18 @@ def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     return completions
 
 
+def plackett_luce_politeness(prompts: list[str], completions: list[str]) -> list[float]:
+    """The true reward plus Gumbel noise that is a fixed function of (prompt, completion): ranking sampled lists by
+    it draws the Plackett–Luce model of the reward (for two completions, Bradley-Terry: the first is preferred with
+    probability σ(r₁ − r₂)), the annotator `preflight experiment frontier --iterative` scores its rounds with."""
+    scores = []
+    for prompt, completion, reward in zip(prompts, completions, politeness(prompts, completions)):
+        digest = hashlib.sha256(f"{prompt}\0{completion}".encode()).digest()
+        u = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
+        scores.append(reward - math.log(-math.log(u)))
+    return scores
+
+
 def first_is_preferred(r1: float, r2: float, rng: random.Random) -> bool:
     """A draw of the Bradley-Terry model (seed Eq. 1): True with probability σ(r₁ − r₂)."""
     return rng.random() < 1 / (1 + math.exp(max(min(r2 - r1, 700.0), -700.0)))
@@ -262,4 +275,12 @@ def optimal_frontier(rewards: list[float], betas: list[float]) -> list[dict]:
     return points
 
 
-__all__ = ["KnownRewardTask", "finetune", "first_is_preferred", "optimal_frontier", "sample_lists", "sample_pairs"]
+__all__ = [
+    "KnownRewardTask",
+    "finetune",
+    "first_is_preferred",
+    "optimal_frontier",
+    "plackett_luce_politeness",
+    "sample_lists",
+    "sample_pairs",
+]
