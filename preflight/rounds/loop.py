@@ -216,9 +216,8 @@ def fit_config(r: int, settings: IterateSettings, folder: Path, previous: Path, 
     ``settings.reference``, the round's lists as the training data, a `ModelCheckpoint` that keeps ``last.ckpt``."""
     config = copy.deepcopy(settings.fit)
     model = config.get("model") or {}
-    if "class_path" not in model:
-        model = {"class_path": "preflight.PreferenceModule", "init_args": dict(model)}
-    args = model.setdefault("init_args", {})
+    model = {"class_path": model.get("class_path", "preflight.PreferenceModule"), "init_args": settings.model_args()}
+    args = model["init_args"]
     args["model"] = str(previous.absolute())
     reference = initial if settings.reference == "initial" else previous
     if args.get("peft") and settings.reference == "previous":

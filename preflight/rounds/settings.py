@@ -101,9 +101,9 @@ class IterateSettings:
             )
 
     def model_args(self) -> dict[str, Any]:
-        """The ``init_args`` of the fit config's model (a bare mapping is taken as `PreferenceModule`'s)."""
+        """The ``init_args`` of the fit config's model (a mapping without them is taken as `PreferenceModule`'s)."""
         model = self.fit.get("model") or {}
-        return dict(model.get("init_args") or {}) if "class_path" in model else dict(model)
+        return dict(model.get("init_args") or {}) if {"class_path", "init_args"} & set(model) else dict(model)
 
     def data_args(self) -> dict[str, Any]:
         return dict(self.fit.get("data") or {})

@@ -186,3 +186,23 @@ def test_refusals_are_one_line_with_exit_2(preflight, workdir):
     assert bad_setting.code == 2
     assert bad_setting.err.strip() == "preflight: error: samples_per_prompt must be at least 2, got 1"
     assert not (workdir / "runs" / "one").exists()
+
+
+def test_lora_rounds_with_the_previous_policy_as_reference(preflight, workdir):
+    """A LoRA policy: each round trains a fresh adapter on the merged previous policy, whose adapter-disabled model
+    is the reference (`reference: previous`); the exported policies are merged folders."""
+    config = small_config(workdir, "lora", reference="previous", eval_prompts=0)
+    lora = yaml.safe_load(config.read_text())
+    lora["fit"]["model"]["init_args"]["peft"] = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
+    config.write_text(yaml.safe_dump(lora))
+    run = preflight("iterate", "--config", config)
+    assert run.code == 0, run.err[-3000:]
+    out = workdir / "runs/lora"
+    fit = yaml.safe_load((out / "rounds/2/fit.yaml").read_text())["model"]["init_args"]
+    assert fit["reference"] == "adapter" and "reference_model" not in fit
+    assert "reference: " not in next(line for line in run.preflight_lines() if line.startswith("preflight: log-probs"))
+    for r in (1, 2):
+        assert not (out / f"rounds/{r}/policy/adapter_config.json").exists()
+        assert (out / f"rounds/{r}/policy/model.safetensors").is_file()
+    first, second = (AutoModelForCausalLM.from_pretrained(out / f"rounds/{r}/policy").state_dict() for r in (1, 2))
+    assert max((first[k] - second[k]).abs().max().item() for k in first) > 0  # round 2 trained on

@@ -156,3 +156,33 @@ def test_settings_refuse_what_cannot_run():
     ):
         with pytest.raises(ValueError, match=message):
             IterateSettings(**{**ok, **bad}).check()
+
+
+@pytest.mark.parametrize(
+    "peft, rule, expected",
+    [
+        (None, "initial", ("copy", "rounds/0/policy")),
+        (None, "previous", ("copy", "rounds/2/policy")),
+        ({"r": 4}, "initial", ("copy", "rounds/0/policy")),  # the adapter-disabled model would be π_2, not π_0
+        ({"r": 4}, "previous", ("adapter", None)),  # the adapter-disabled model is π_2 itself
+    ],
+)
+def test_round_fit_config_sets_policy_reference_and_data(tmp_path, peft, rule, expected):
+    from preflight.rounds.loop import fit_config
+
+    user = {"model": {"init_args": {"model": "assets/tiny-llama", "reference": "adapter" if peft else "auto"}}}
+    if peft:
+        user["model"]["init_args"]["peft"] = peft
+    settings = IterateSettings(fit=user, reward="x:y", reference=rule, pairs_from_lists="all")
+    out = tmp_path
+    config = fit_config(3, settings, out / "rounds/3", out / "rounds/2/policy", out / "rounds/0/policy")
+    args = config["model"]["init_args"]
+    assert config["model"]["class_path"] == "preflight.PreferenceModule"
+    assert args["model"] == str(out / "rounds/2/policy")
+    assert (args["reference"], args.get("reference_model")) == (
+        expected[0],
+        None if expected[1] is None else str(out / expected[1]),
+    )
+    assert config["data"]["train"] == str(out / "rounds/3/completions.jsonl")
+    assert config["data"]["pairs_from_lists"] == "all"
+    assert user["model"]["init_args"]["model"] == "assets/tiny-llama"  # the user's config is not changed
