@@ -12,8 +12,9 @@
 - no gradient reaches the reference log-probs;
 - for losses that declare ``monotonic``: raising a chosen log-prob (reward) never raises
   the loss and raising a rejected one never lowers it (for list losses: the best-scored and
-  the worst-scored completion of a list);
-- determinism: the same inputs give the same outputs;
+  the worst-scored completion of a list; for unpaired losses: a desirable and an undesirable row);
+- determinism: the same inputs give the same outputs (a ``stateful`` loss in eval mode, where its state is
+  read, not updated);
 - a missing required input raises a `ValueError` naming the field.
 """
 
@@ -49,6 +50,10 @@ def make_inputs(
 
     if loss.input_kind == "lists":
         return _list_inputs(loss, batch_size, lambda: uniform(logp_low, logp_high), g)
+    if loss.input_kind == "unpaired":
+        values = {name: uniform(logp_low, logp_high) for name in loss.required_fields() if name != "labels"}
+        labels = torch.arange(batch_size) % 2 == 0  # both kinds in every batch
+        return LossInputs(**values, labels=labels, completion_lengths=torch.randint(1, 301, (batch_size,), generator=g))
 
     values: dict[str, torch.Tensor] = {}
     for name in loss.required_fields():
@@ -113,7 +118,7 @@ def check_finite_at_extremes(loss: PreferenceLoss, dtype: torch.dtype) -> None:
     for low, high in ((-1e4, -1e3), (-1e4, -1e-3), (-1e-3, -1e-6)):
         inputs = make_inputs(loss, batch_size=8, dtype=dtype, logp_low=low, logp_high=high, seed=3)
         # Pit the extremes against each other: reference at the opposite end from the policy.
-        for ref in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS:
+        for ref in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS + ("reference_kl_logps",):
             if getattr(inputs, ref) is not None:
                 flipped = (low + high) - getattr(inputs, ref).detach()
                 inputs = dataclasses.replace(inputs, **{ref: flipped.requires_grad_(True)})
@@ -130,7 +135,7 @@ def check_finite_at_extremes(loss: PreferenceLoss, dtype: torch.dtype) -> None:
 def check_no_reference_gradient(loss: PreferenceLoss) -> None:
     inputs = make_inputs(loss)
     loss(inputs).loss.backward()
-    for name in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS:
+    for name in REFERENCE_FIELDS + LIST_REFERENCE_FIELDS + ("reference_kl_logps",):
         tensor = getattr(inputs, name)
         if tensor is not None:
             assert tensor.grad is None, f"{loss.name}: the gradient reached {name}"
@@ -139,6 +144,8 @@ def check_no_reference_gradient(loss: PreferenceLoss) -> None:
 def check_monotonic(loss: PreferenceLoss) -> None:
     if loss.input_kind == "lists":
         return check_monotonic_lists(loss)
+    if loss.input_kind == "unpaired":
+        return check_monotonic_unpaired(loss)
     field = "rewards" if loss.input_kind == "rewards" else "logps"
     chosen_name, rejected_name = (
         ("chosen_rewards", "rejected_rewards")
@@ -175,9 +182,35 @@ def check_monotonic_lists(loss: PreferenceLoss) -> None:
             )
 
 
+def check_monotonic_unpaired(loss: PreferenceLoss) -> None:
+    """Raising a desirable row's log-prob never raises the loss; raising an undesirable row's never lowers it."""
+    training = loss.training
+    loss.eval()  # a stateful loss's state stays put between the calls compared
+    try:
+        inputs = make_inputs(loss, batch_size=8, requires_grad=False, seed=7)
+        base = loss(inputs).loss
+        for b in range(8):
+            sign = +1 if bool(inputs.labels[b]) else -1
+            bumped = inputs.policy_logps.clone()
+            bumped[b] += 0.5
+            moved = loss(dataclasses.replace(inputs, policy_logps=bumped)).loss
+            assert (moved - base) * sign <= 1e-6, (
+                f"{loss.name}: raising the {'desirable' if sign > 0 else 'undesirable'} row {b} by 0.5 changed the "
+                f"loss by {float(moved - base):+.3g}, expected {'≤' if sign > 0 else '≥'} 0"
+            )
+    finally:
+        loss.train(training)
+
+
 def check_deterministic(loss: PreferenceLoss) -> None:
     inputs = make_inputs(loss, requires_grad=False)
-    first, second = loss(inputs), loss(inputs)
+    training = loss.training
+    if loss.stateful:
+        loss.eval()
+    try:
+        first, second = loss(inputs), loss(inputs)
+    finally:
+        loss.train(training)
     assert torch.equal(first.losses, second.losses), f"{loss.name}: two calls on the same inputs differ"
 
 

@@ -132,6 +132,40 @@ class ListCollator:
         return batch
 
 
+class UnpairedCollator:
+    """Collates unpaired rows (`TokenizedList` of one completion, score 1.0 desirable or 0.0 undesirable) into a
+    batch of lists of two completions per prompt: its own (row 2i) and, for KTO's reference point, the micro-batch's
+    previous row's (row 2i + 1: prompt i with completion i − 1, wrapping; as TRL rotates completions by one). The two
+    share the prompt's forward (K-segment rows). ``kl_rows`` marks the mismatched rows, ``labels`` the matched rows'
+    labels."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        self.lists = ListCollator(pad_token_id, pad_to_multiple_of, mode="list")
+
+    def __call__(self, rows: Sequence[TokenizedList]) -> dict[str, torch.Tensor]:
+        previous = [rows[i - 1] for i in range(len(rows))]  # rows[-1] for the first: the rotation wraps
+        items = [
+            TokenizedList(
+                row.index,
+                row.prompt_ids,
+                [row.completion_ids[0], other.completion_ids[0]],
+                [row.scores[0], other.scores[0]],
+                row.step_pairs,
+            )
+            for row, other in zip(rows, previous)
+        ]
+        batch = self.lists(items)
+        batch["kl_rows"] = torch.arange(2 * len(rows)) % 2 == 1
+        batch["labels"] = torch.tensor([row.scores[0] > 0.5 for row in rows])
+        return batch
+
+
+def unpaired_rows(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(matched rows, mismatched rows) of a batch of unpaired rows (`UnpairedCollator`)."""
+    kl = batch["kl_rows"]
+    return (~kl).nonzero().flatten(), kl.nonzero().flatten()
+
+
 def pair_rows(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen rows, rejected rows) of the batch's pairs: the two halves of a batch of pairs, or the pairs its mode
     formed from a batch of lists."""

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from .errors import PreferenceDataError
 from .sources import RawRow, Malformed
 
-FIELDS = ("prompt", "chosen", "rejected", "margin", "completions", "scores")
+FIELDS = ("prompt", "chosen", "rejected", "margin", "completions", "scores", "completion", "label")
 Messages = list[dict[str, str]]
 
 
@@ -58,6 +58,11 @@ class ListExample:
 def is_list_row(value: Any, names: dict[str, str]) -> bool:
     """Whether a raw row holds a list of completions (its ``completions`` column, or that column's list)."""
     return isinstance(value, Mapping) and names["completions"].split(".")[0] in value
+
+
+def is_unpaired_row(value: Any, names: dict[str, str]) -> bool:
+    """Whether a raw row holds one labelled completion (its ``completion`` and ``label`` columns)."""
+    return isinstance(value, Mapping) and names["completion"] in value and names["label"] in value
 
 
 def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -236,3 +241,38 @@ def parse_list_example(row: RawRow, names: dict[str, str]) -> ListExample:
         for k, completion in enumerate(completions, start=1):
             _check_turns(prompt, completion, completion, f"{where}, completion {k}", as_pair)
     return ListExample(row.index, where, prompt, completions, checked)
+
+
+def parse_unpaired_example(row: RawRow, names: dict[str, str]) -> ListExample:
+    """Check one unpaired row (prompt, completion, label) and return it as a list of one completion whose score is
+    1.0 (desirable, ``label: true``) or 0.0 (undesirable); raise naming where and what."""
+    where = row.location
+    if isinstance(row.value, Malformed):
+        raise PreferenceDataError(f"{where}: {row.value.problem}")
+    value = row.value
+    prompt, completion, label = (value.get(names[f]) for f in ("prompt", "completion", "label"))
+    for field, item in (("prompt", prompt), ("completion", completion), ("label", label)):
+        if item is None:
+            raise PreferenceDataError(
+                f"{where}: field {names[field]!r} is {'null' if names[field] in value else 'missing'}"
+            )
+    _check_text_or_messages(prompt, f"{where}: field {names['prompt']!r}")
+    _check_text_or_messages(completion, f"{where}: field {names['completion']!r}")
+    if isinstance(prompt, list) != isinstance(completion, list):
+        raise PreferenceDataError(f"{where}: mixes a string and a message list across prompt and completion")
+    if not isinstance(label, bool):
+        raise PreferenceDataError(f"{where}: field {names['label']!r} must be true or false, got {label!r}")
+    if isinstance(prompt, list):
+        as_pair = {**names, "chosen": names["completion"], "rejected": names["completion"]}
+        _check_turns(prompt, completion, completion, where, as_pair)
+    return ListExample(row.index, where, prompt, [completion], [1.0 if label else 0.0])
+
+
+def unpaired_from_pair(example: PreferenceExample) -> tuple[ListExample, ListExample]:
+    """A pair as two unpaired rows, as TRL's ``unpair_preference_dataset``: chosen desirable, rejected undesirable
+    (indices 2i and 2i + 1 of pair i)."""
+    index, where = 2 * example.index, example.location
+    return (
+        ListExample(index, where, example.prompt, [example.chosen], [1.0]),
+        ListExample(index + 1, where, example.prompt, [example.rejected], [0.0]),
+    )

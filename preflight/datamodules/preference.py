@@ -24,9 +24,19 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from . import cache
-from .collate import ListCollator, PreferenceCollator
+from .collate import ListCollator, PreferenceCollator, UnpairedCollator
 from .errors import PreferenceDataError
-from .formats import ListExample, PreferenceExample, column_names, is_list_row, parse_example, parse_list_example
+from .formats import (
+    ListExample,
+    PreferenceExample,
+    column_names,
+    is_list_row,
+    is_unpaired_row,
+    parse_example,
+    parse_list_example,
+    parse_unpaired_example,
+    unpaired_from_pair,
+)
 from .parallel import Limits, available_cores, tokenize_chunks
 from .lists import LIST_MODES, ListMode, has_preference, units_of
 from .store import ListStore, ListStoreWriter, PairStore, PairStoreWriter, open_store, store_problem
@@ -58,7 +68,8 @@ class SplitReport:
     first_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{self.source}: {self.kept} of {self.rows} {self.kind} kept"]
+        kind = "unpaired rows" if self.kind == "unpaired" else self.kind
+        parts = [f"{self.source}: {self.kept} of {self.rows} {kind} kept"]
         if self.bad:
             parts.append(f"{self.bad} bad rows skipped (first: {'; '.join(self.first_problems)})")
         if self.identical:
@@ -90,7 +101,7 @@ class PairDataset(Dataset):
         step_pairs = i.step_pairs if isinstance(i, StepRow) else None
         i = i.index if isinstance(i, StepRow) else i
         position = int(self._positions[i])
-        if self.kind == "lists":
+        if isinstance(self._store, ListStore):  # lists, and unpaired rows (lists of one)
             item = self._store.item(position)
             return item if step_pairs is None else dataclasses.replace(item, step_pairs=step_pairs)
         pair = self._store.pair(position) if self._store is not None else self._list[position]
@@ -102,12 +113,20 @@ class PairDataset(Dataset):
 
     @property
     def kind(self) -> str:
-        """``pairs`` or ``lists``."""
-        return "lists" if isinstance(self._store, ListStore) else "pairs"
+        """``pairs``, ``lists`` or ``unpaired`` (labelled single completions, stored as lists of one)."""
+        if isinstance(self._store, ListStore):
+            return self._store.meta.get("report", {}).get("kind", "lists")
+        return "pairs"
+
+    def label_counts(self) -> tuple[int, int]:
+        """(desirable, undesirable) rows of an unpaired split."""
+        desirable = sum(self._store.list_scores(int(p))[0] > 0.5 for p in self._positions)
+        return desirable, len(self) - desirable
 
     def units(self, mode: ListMode) -> list[int]:
-        """What each row counts for in an optimizer step: 1 a pair; a list its pairs under `mode` (1 for ``list``)."""
-        if self.kind == "pairs":
+        """What each row counts for in an optimizer step: 1 a pair or an unpaired row; a list its pairs under `mode`
+        (1 for ``list``)."""
+        if self.kind in ("pairs", "unpaired"):
             return [1] * len(self)
         return [units_of(self._store.list_scores(int(p)), mode) for p in self._positions]
 
@@ -199,6 +218,9 @@ class PreferenceDataModule(L.LightningDataModule):
             downloaded whole before tokenization starts).
         chat_template: the Jinja chat template for conversational rows, as a path to a ``.jinja`` file or the
             template text; None: the tokenizer's own.
+        unpair: turn pairs into unpaired rows, as TRL's ``unpair_preference_dataset``: each pair's chosen a desirable
+            row and its rejected an undesirable one, for unpaired losses (``kto``, ``bco``, ``apo_zero_unpaired``).
+            Unpaired data (``prompt``, ``completion``, ``label`` rows) needs no setting.
         pairs_from_lists: what a split of lists (``prompt``, ``completions``, ``scores`` rows) turns into: ``all``
             (every two completions with different scores), ``best_worst`` (the best against the worst),
             ``consecutive`` (adjacent ranks), or ``list`` (whole lists, for list-wise losses). Ties never form a
@@ -240,11 +262,13 @@ class PreferenceDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         streaming: bool = False,
         pairs_from_lists: ListMode = "all",
+        unpair: bool = False,
     ) -> None:
         super().__init__()
         if pairs_from_lists not in LIST_MODES:
             raise ValueError(f"pairs_from_lists must be one of {', '.join(LIST_MODES)}; got {pairs_from_lists!r}")
         self.pairs_from_lists = pairs_from_lists
+        self.unpair = unpair
         if truncation not in ("keep_end", "keep_start"):
             raise ValueError(f"truncation must be 'keep_end' or 'keep_start', got {truncation!r}")
         if on_bad_rows not in ("error", "skip"):
@@ -354,7 +378,12 @@ class PreferenceDataModule(L.LightningDataModule):
                 source = f"{self.val_fraction:g} of {self.reports['train'].source}"
             else:
                 source = report.source
-            parts.append(f"{split} {source} ({len(dataset)} {dataset.kind})")
+            if dataset.kind == "unpaired":
+                desirable, undesirable = dataset.label_counts()
+                size = f"{len(dataset)} unpaired: {desirable} desirable, {undesirable} undesirable"
+            else:
+                size = f"{len(dataset)} {dataset.kind}"
+            parts.append(f"{split} {source} ({size})")
         return ", ".join(parts)
 
     def problem_reports(self, stage: str | None = None) -> list[str]:
@@ -381,6 +410,7 @@ class PreferenceDataModule(L.LightningDataModule):
             "on_bad_rows": self.on_bad_rows,
             "drop_identical": self.drop_identical,
             "max_row_chars": self.max_row_chars,
+            "unpair": self.unpair,
         }
 
     def _prepare(self, source: Source) -> tuple[PairDataset, SplitReport]:
@@ -407,19 +437,27 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def _examples(self, source: Source, report: SplitReport) -> Iterator[PreferenceExample | ListExample]:
         """The usable examples of the source, in order; bad and identical rows counted (or raised). The split's
-        first row says whether it holds pairs or lists; a row of the other kind is a bad row."""
+        first row says whether it holds pairs, lists or unpaired rows; a row of another kind is a bad row. With
+        ``unpair``, each pair becomes two unpaired rows."""
         names = column_names(self.columns)
         kind = None
         for row in source.rows():
             report.rows += 1
             try:
-                row_kind = "lists" if is_list_row(row.value, names) else "pairs"
+                row_kind = (
+                    "unpaired"
+                    if is_unpaired_row(row.value, names)
+                    else "lists"
+                    if is_list_row(row.value, names)
+                    else "pairs"
+                )
                 kind = kind or row_kind
                 if row_kind != kind:
                     raise PreferenceDataError(
                         f"{row.location}: a row of {row_kind} in a split of {kind} (its first row holds {kind})"
                     )
-                example = parse_list_example(row, names) if kind == "lists" else parse_example(row, names)
+                parse = {"unpaired": parse_unpaired_example, "lists": parse_list_example, "pairs": parse_example}
+                example = parse[kind](row, names)
                 self._check_size(example)
             except PreferenceDataError as err:
                 if self.on_bad_rows == "error":
@@ -428,13 +466,17 @@ class PreferenceDataModule(L.LightningDataModule):
                 if len(report.first_problems) < MAX_REPORTED:
                     report.first_problems.append(str(err))
                 continue
-            report.kind = kind
-            if isinstance(example, ListExample):
+            report.kind = "unpaired" if kind == "pairs" and self.unpair else kind
+            if kind == "lists":
                 if not has_preference(example.scores):
                     report.identical += 1  # all tied: no pair, no ranking
                     continue
-            elif self.drop_identical and example.chosen == example.rejected:
+            elif kind == "pairs" and self.drop_identical and example.chosen == example.rejected:
                 report.identical += 1
+                continue
+            if kind == "pairs" and self.unpair:
+                report.rows += 1  # the pair's rows: its chosen and its rejected
+                yield from unpaired_from_pair(example)
                 continue
             yield example
 
@@ -498,6 +540,14 @@ class PreferenceDataModule(L.LightningDataModule):
     def collator(self) -> PreferenceCollator:
         return PreferenceCollator(self._pad_id(), self.pad_to_multiple_of)
 
+    def collate_for(self, kind: str):
+        """The collator of a split of `kind`: pairs, lists (in ``pairs_from_lists`` mode) or unpaired rows."""
+        if kind == "lists":
+            return ListCollator(self._pad_id(), self.pad_to_multiple_of, self.pairs_from_lists)
+        if kind == "unpaired":
+            return UnpairedCollator(self._pad_id(), self.pad_to_multiple_of)
+        return self.collator
+
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
@@ -507,11 +557,16 @@ class PreferenceDataModule(L.LightningDataModule):
         return any(d is not None and d.kind == "lists" for d in map(self.dataset, STAGE_SPLITS.get(stage, ALL_SPLITS)))
 
     def data_kind(self, stage: str | None = None) -> str:
-        """What a loss receives from the splits of `stage`: ``pairs`` (pairs, or pairs built from lists) or
-        ``lists`` (whole lists: ``pairs_from_lists: list``)."""
+        """What a loss receives from the splits of `stage`: ``pairs`` (pairs, or pairs built from lists), ``lists``
+        (whole lists: ``pairs_from_lists: list``) or ``unpaired`` (labelled single completions)."""
         kinds = {d.kind for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if (d := self.dataset(s)) is not None}
         if len(kinds) > 1:
-            raise PreferenceDataError("the splits mix pairs and lists: give every split in one kind")
+            raise PreferenceDataError(
+                f"the splits mix {' and '.join(sorted(kinds))}: give every split in one kind"
+                + (" (data.unpair: true turns pairs into unpaired rows)" if "unpaired" in kinds else "")
+            )
+        if kinds == {"unpaired"}:
+            return "unpaired"
         return "lists" if kinds == {"lists"} and self.pairs_from_lists == "list" else "pairs"
 
     def _distribution(self) -> tuple[int, int]:
@@ -579,9 +634,7 @@ class PreferenceDataModule(L.LightningDataModule):
             dataset,
             batch_size=sampler.batch_size,
             sampler=FlatBatchSampler(sampler),
-            collate_fn=self.collator
-            if dataset.kind == "pairs"
-            else ListCollator(self._pad_id(), self.pad_to_multiple_of, self.pairs_from_lists),
+            collate_fn=self.collate_for(dataset.kind),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

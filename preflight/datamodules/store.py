@@ -255,7 +255,10 @@ def _list_store_problem(folder: Path, meta: dict) -> str | None:
     if meta["report"].get("kept") != table.shape[0]:
         return "holds a report that does not match its lists"
     starts, prompt_ends, first, k = table[:, 1], table[:, 2], table[:, 3], table[:, 4]
-    if not ((k >= 2).all() and (first[1:] == first[:-1] + k[:-1]).all() and first[0] == 0 and len(ends) == k.sum()):
+    fewest = 1 if meta["report"].get("kind") == "unpaired" else 2  # an unpaired row is a list of one completion
+    if not (
+        (k >= fewest).all() and (first[1:] == first[:-1] + k[:-1]).all() and first[0] == 0 and len(ends) == k.sum()
+    ):
         return "holds a list of the wrong shape"
     last = ends[first + k - 1]
     if not ((starts <= prompt_ends).all() and (starts[1:] == last[:-1]).all() and starts[0] == 0 and last[-1] == n_ids):

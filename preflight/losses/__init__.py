@@ -8,7 +8,7 @@ from .base import LossInputs, LossOutput, PreferenceLoss
 from .registry import available_losses, build_loss, get_loss, loss_class, register_loss
 
 # Importing the families registers the built-in losses.
-from . import anchored, aot, bradley_terry, dpo, listwise, margin, reference_free, weighted  # noqa: E402,F401
+from . import anchored, aot, bradley_terry, dpo, listwise, margin, reference_free, unpaired, weighted  # noqa: E402,F401
 
 __all__ = [
     "LossInputs",

@@ -20,8 +20,11 @@ LENGTH_FIELDS = ("chosen_lengths", "rejected_lengths")
 REWARD_FIELDS = ("chosen_rewards", "rejected_rewards")
 LIST_FIELDS = ("policy_logps", "scores", "list_mask")
 LIST_REFERENCE_FIELDS = ("reference_logps",)
-#: what each input kind receives: pairs of log-probs, pairs of reward-model scores, or whole lists
-INPUT_KINDS = {"logps": "pairs", "rewards": "pairs", "lists": "lists"}
+UNPAIRED_FIELDS = ("policy_logps", "labels")
+KL_FIELDS = ("policy_kl_logps", "reference_kl_logps")
+#: what each input kind receives: pairs of log-probs, pairs of reward-model scores, whole lists, or unpaired
+#: completions labelled desirable or undesirable
+INPUT_KINDS = {"logps": "pairs", "rewards": "pairs", "lists": "lists", "unpaired": "unpaired"}
 
 
 @dataclass
@@ -34,6 +37,11 @@ class LossInputs:
     Lists (losses with ``input_kind = "lists"``), every tensor [B, K] for B lists of at most K completions:
     `policy_logps` / `reference_logps` the summed log-probs of each completion, `scores` its score in the data,
     `list_mask` True where a completion exists (shorter lists are padded), `completion_lengths` its tokens.
+
+    Unpaired completions (losses with ``input_kind = "unpaired"``), every tensor [B] for B (prompt, completion) rows:
+    `policy_logps` / `reference_logps` the completion's summed log-probs, `labels` True for a desirable completion,
+    `policy_kl_logps` / `reference_kl_logps` those of the mismatched row (prompt i with completion i − 1 of the
+    micro-batch, as TRL's KTO pairs them) that KTO's reference point is estimated from.
     """
 
     policy_chosen_logps: Tensor | None = None
@@ -50,6 +58,9 @@ class LossInputs:
     scores: Tensor | None = None
     list_mask: Tensor | None = None
     completion_lengths: Tensor | None = None
+    labels: Tensor | None = None
+    policy_kl_logps: Tensor | None = None
+    reference_kl_logps: Tensor | None = None
 
     def to_float32(self) -> "LossInputs":
         """A copy with every floating tensor at least float32 (bf16/fp16 are upcast)."""
@@ -64,7 +75,7 @@ class LossInputs:
 
     def detach_reference(self) -> "LossInputs":
         """A copy whose reference log-probs carry no gradient: the reference is frozen."""
-        names = REFERENCE_FIELDS + LIST_REFERENCE_FIELDS
+        names = REFERENCE_FIELDS + LIST_REFERENCE_FIELDS + ("reference_kl_logps",)
         changes = {name: getattr(self, name).detach() for name in names if getattr(self, name) is not None}
         return dataclasses.replace(self, **changes)
 
@@ -108,8 +119,12 @@ class PreferenceLoss(nn.Module):
     #: The loss reads `chosen_lengths` / `rejected_lengths`.
     requires_lengths: ClassVar[bool] = False
     #: "logps" for pairs of policy log-probs (DPO family), "rewards" for reward-model scores, "lists" for whole
-    #: lists of scored completions (`LossInputs` list fields).
+    #: lists of scored completions (`LossInputs` list fields), "unpaired" for labelled single completions.
     input_kind: ClassVar[str] = "logps"
+    #: (unpaired) The loss reads the mismatched rows' log-probs (`LossInputs.policy_kl_logps`): KTO's reference point.
+    uses_kl_rows: ClassVar[bool] = False
+    #: The loss keeps running state (buffers in its state_dict, so in checkpoints), updated in training mode only.
+    stateful: ClassVar[bool] = False
     #: Raising the chosen log-prob (or reward) never raises the loss, raising the rejected never lowers it.
     monotonic: ClassVar[bool] = True
     #: The per-pair values depend on the whole batch (AOT sorts across it): the batch is the unit.
@@ -120,6 +135,9 @@ class PreferenceLoss(nn.Module):
     def required_fields(self) -> tuple[str, ...]:
         if self.input_kind == "lists":
             return LIST_FIELDS + (LIST_REFERENCE_FIELDS if self.requires_reference else ())
+        if self.input_kind == "unpaired":
+            fields = UNPAIRED_FIELDS + (LIST_REFERENCE_FIELDS if self.requires_reference else ())
+            return fields + (KL_FIELDS if self.uses_kl_rows else ())
         fields: tuple[str, ...] = REWARD_FIELDS if self.input_kind == "rewards" else LOGP_FIELDS
         if self.requires_reference:
             fields += REFERENCE_FIELDS

@@ -38,7 +38,12 @@ def loss_catalog() -> list[LossEntry]:
         reference = (
             "depends on its terms" if isinstance(flag, property) else "needs a reference" if flag else "reference-free"
         )
-        takes = {"logps": "takes pairs", "rewards": "takes pairs of rewards (reward models)", "lists": "takes lists"}
+        takes = {
+            "logps": "takes pairs",
+            "rewards": "takes pairs of rewards (reward models)",
+            "lists": "takes lists",
+            "unpaired": "takes unpaired completions (prompt, completion, label)",
+        }
         entries.append(
             LossEntry(
                 name,

@@ -53,20 +53,30 @@ def register_loss(name: str, *aliases: str) -> Callable[[L], L]:
 
 
 def check_data_kind(loss: PreferenceLoss, data_kind: str) -> None:
-    """Refuse, in one line naming both, a pair loss given whole lists or a list loss given pairs."""
+    """Refuse, in one line naming both, data of a kind the loss does not take: whole lists or unpaired completions
+    for a pair loss, pairs for a list or unpaired loss."""
     wants = INPUT_KINDS.get(loss.input_kind, "pairs")
     if wants == data_kind:
         return
-    if wants == "pairs":
-        list_losses = sorted(n for n, c in _REGISTRY.items() if c.input_kind == "lists" and n == c.registry_names[0])
-        raise LossConfigError(
-            f"loss {loss.name!r} takes pairs, but the data gives whole lists (data.pairs_from_lists: list): choose a "
-            f"list-wise loss ({', '.join(list_losses)}) or pairs_from_lists all, best_worst or consecutive"
-        )
-    raise LossConfigError(
-        f"loss {loss.name!r} takes whole lists, but the data gives pairs: train it on list data (prompt, "
-        "completions, scores) with data.pairs_from_lists: list"
-    )
+    given = {
+        "pairs": "pairs",
+        "lists": "whole lists (data.pairs_from_lists: list)",
+        "unpaired": "unpaired completions (prompt, completion, label)",
+    }[data_kind]
+
+    def named(kind: str) -> str:
+        return ", ".join(sorted(n for n, c in _REGISTRY.items() if c.input_kind == kind and n == c.registry_names[0]))
+
+    advice = {
+        "pairs": f"choose a list-wise loss ({named('lists')}) or pairs_from_lists all, best_worst or consecutive"
+        if data_kind == "lists"
+        else f"choose an unpaired loss ({named('unpaired')}), or give pairs",
+        "lists": "train it on list data (prompt, completions, scores) with data.pairs_from_lists: list",
+        "unpaired": "train it on unpaired rows (prompt, completion, label), or turn pairs into them with "
+        "data.unpair: true",
+    }[wants]
+    what = {"pairs": "pairs", "lists": "whole lists", "unpaired": "unpaired completions"}[wants]
+    raise LossConfigError(f"loss {loss.name!r} takes {what}, but the data gives {given}: {advice}")
 
 
 def _qualname(cls: type) -> str:

@@ -57,6 +57,8 @@ class PreflightModule(L.LightningModule):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.loss_fn = build_loss(loss)
         self._loss_spec = loss_spec(self.loss_fn)
+        #: keep the reference model's weights in checkpoints (set by `MovingReference`, whose updates change them)
+        self.checkpoint_reference = False
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.warmup_steps, self.scheduler_name = warmup_steps, scheduler
         self.on_nonfinite = on_nonfinite
@@ -199,7 +201,10 @@ class PreflightModule(L.LightningModule):
         """State-dict keys left out of checkpoints and rebuilt from the model's source on load:
         frozen weights (PEFT base) and everything of the reference model (its buffers too)."""
         frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
-        return frozen | {k for k in super().state_dict() if k.startswith("reference_model.")}
+        rebuilt = frozen | {k for k in super().state_dict() if k.startswith("reference_model.")}
+        if self.checkpoint_reference:  # a moving reference (`MovingReference`): its weights are state
+            rebuilt = {k for k in rebuilt if not k.startswith("reference_model.")}
+        return rebuilt
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preflight_module"] = f"{type(self).__module__}.{type(self).__qualname__}"

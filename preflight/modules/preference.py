@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ..datamodules.collate import list_grid, pair_rows, row_lengths
+from ..datamodules.collate import list_grid, pair_rows, row_lengths, unpaired_rows
 from ..reference import PrecomputedReference, PrecomputedReferenceError
 from ..losses import LossInputs, LossOutput
 from ..losses.registry import check_data_kind
@@ -236,6 +236,10 @@ class PreferenceModule(PreflightModule):
         reference = self.reference_logps(batch) if self.loss_fn.requires_reference else None
         if self.loss_fn.input_kind == "lists":
             return self._list_loss(batch, policy, reference)
+        if self.loss_fn.input_kind == "unpaired":
+            return self._unpaired_loss(batch, policy, reference)
+        if "kl_rows" in batch:
+            check_data_kind(self.loss_fn, "unpaired")
         if "list_index" in batch and "pairs" not in batch:
             check_data_kind(self.loss_fn, "lists")
         chosen, rejected = pair_rows(batch)
@@ -250,6 +254,22 @@ class PreferenceModule(PreflightModule):
         if reference is not None:
             inputs.reference_chosen_logps, inputs.reference_rejected_logps = reference[chosen], reference[rejected]
         return self.loss_fn(inputs), policy[chosen], policy[rejected]
+
+    def _unpaired_loss(self, batch: dict[str, Tensor], policy: Tensor, reference: Tensor | None):
+        """The loss of unpaired rows, with the desirable and the undesirable rows' log-probs for the metrics."""
+        if "kl_rows" not in batch:
+            check_data_kind(self.loss_fn, "lists" if "list_index" in batch and "pairs" not in batch else "pairs")
+        matched, mismatched = unpaired_rows(batch)
+        labels = batch["labels"]
+        inputs = LossInputs(
+            policy_logps=policy[matched],
+            labels=labels,
+            completion_lengths=batch["completion_lengths"][matched],
+            policy_kl_logps=policy[mismatched],
+        )
+        if reference is not None:
+            inputs.reference_logps, inputs.reference_kl_logps = reference[matched], reference[mismatched]
+        return self.loss_fn(inputs), policy[matched][labels], policy[matched][~labels]
 
     def _list_loss(self, batch: dict[str, Tensor], policy: Tensor, reference: Tensor | None):
         if "pairs" in batch or "list_index" not in batch:
@@ -275,9 +295,12 @@ class PreferenceModule(PreflightModule):
         if not hasattr(datamodule, "data_kind"):
             return
         check_data_kind(self.loss_fn, datamodule.data_kind(stage))
-        if self.reference_mode == "precomputed" and datamodule.holds_lists(stage):
+        if self.reference_mode == "precomputed" and (
+            datamodule.holds_lists(stage) or datamodule.data_kind(stage) == "unpaired"
+        ):
             raise PrecomputedReferenceError(
-                "reference: precomputed keeps one value per pair; list data needs reference: copy or adapter"
+                "reference: precomputed keeps one value per pair; list and unpaired data need reference: copy or "
+                "adapter"
             )
 
     # ------------------------------------------------------------------ precomputed reference

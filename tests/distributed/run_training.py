@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=96)
     parser.add_argument("--generate", type=int, default=0, help="GenerationEval on this many val prompts")
     parser.add_argument("--lists", action="store_true", help="the shipped lists (3–4 completions), all their pairs")
+    parser.add_argument("--moving-reference", default=None, choices=["soft", "hard"], help="TR-DPO every 2 steps")
     args = parser.parse_args()
 
     L.seed_everything(0, verbose=False)
@@ -115,6 +116,10 @@ def main() -> None:
         strategy = ModelParallelStrategy(data_parallel_size=args.devices, tensor_parallel_size=1)
     record = Record(args.kill_at)
     callbacks = [record]
+    if args.moving_reference:
+        from preflight.moving_reference import MovingReference
+
+        callbacks.append(MovingReference(args.moving_reference, alpha=0.5, every_n_steps=2))
     if args.generate:
         from preflight.evaluation import GenerationEval
 

@@ -12,9 +12,11 @@ from tests.distributed.test_equivalence import run
 ARGS = ["--batch-size", "8", "--steps", "8", "--pairs", "28", "--ckpt-every", "3"]
 
 
-@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, peft):
-    extra = ["--peft"] if peft else []
+@pytest.mark.parametrize("peft, moving", [(False, None), (True, None), (False, "soft")], ids=["full", "lora", "tr_dpo"])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, peft, moving):
+    """With a moving reference (TR-DPO, every 2 steps), the checkpoint of step 3 holds the reference of step 2's
+    update, and the resumed run makes the updates of steps 4, 6 and 8 as the uninterrupted run did."""
+    extra = (["--peft"] if peft else []) + (["--moving-reference", moving] if moving else [])
     whole = run(tmp_path, "whole", *ARGS, *extra, "--root", str(tmp_path / "whole"))
     killed = run(tmp_path, "killed", *ARGS, *extra, "--root", str(tmp_path / "run"), "--kill-at", "5", check=False)
     assert killed.returncode == -9  # SIGKILL at step 5: the last checkpoint is from step 3, mid-epoch
@@ -22,6 +24,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, peft):
     assert state["global_step"] == 3
     if peft:
         assert all("lora_" in k for k in state["state_dict"])  # only what is trainable
+    if moving:
+        assert any(k.startswith("reference_model.") for k in state["state_dict"])  # the moved reference is state
+        assert state["callbacks"]["MovingReference"] == {"last_update": 2, "updates": 1}
     resumed = run(tmp_path, "resumed", *ARGS, *extra, "--root", str(tmp_path / "run"), "--resume")
     assert resumed["global_step"] == whole["global_step"] == 8
     assert len(resumed["losses"]) == 5  # steps 4..8

@@ -93,8 +93,8 @@ def test_dpo_over_all_pairs_of_lists_trains_as_dpo_on_the_exploded_pairs(preflig
         ),
         (
             ["--model.reference", "precomputed"],
-            "preflight: error: reference: precomputed keeps one value per pair; list data needs reference: copy or "
-            "adapter",
+            "preflight: error: reference: precomputed keeps one value per pair; list and unpaired data need reference: "
+            "copy or adapter",
         ),
     ],
 )

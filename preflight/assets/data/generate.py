@@ -1,11 +1,13 @@
-"""Generate the shipped toy preference datasets (assets/data/{train,val}.jsonl, and lists_{train,val}.jsonl).
+"""Generate the shipped toy preference datasets (assets/data/{train,val}.jsonl, lists_{train,val}.jsonl and
+unpaired_{train,val}.jsonl).
 
 Rule: every prompt asks a shop assistant about a topic; both replies carry the same
 facts, but the chosen reply is polite and the rejected one is rude (its opener and its
 closer come from disjoint word lists). A model that learns the rule ranks the chosen
 reply above the rejected one on unseen pairs, so validation reward accuracy measures
 learning. The list files hold 3 or 4 completions per prompt, each opener and closer polite or
-rude, scored by how many of the two are polite (2, 1 or 0: the two mixed replies tie).
+rude, scored by how many of the two are polite (2, 1 or 0: the two mixed replies tie). The unpaired files hold one
+reply per prompt labelled desirable when polite (60% of them: thumbs up/down feedback is rarely balanced).
 Deterministic: `python assets/data/generate.py` rewrites the same files.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 SEED = 1234
 N_TRAIN, N_VAL = 2000, 200
 LIST_SEED, N_LIST_TRAIN, N_LIST_VAL = 4321, 500, 50
+UNPAIRED_SEED, N_UNPAIRED_TRAIN, N_UNPAIRED_VAL = 2468, 1000, 100
 
 ITEMS = [
     "bike",
@@ -98,6 +101,13 @@ def make_list(rng: random.Random) -> dict:
     return {"prompt": prompt, "completions": completions, "scores": [int(a) + int(b) for a, b in kinds]}
 
 
+def make_unpaired(rng: random.Random) -> dict:
+    """One reply to a question, polite (desirable) 60% of the time: thumbs-up/thumbs-down feedback, imbalanced."""
+    pair = make_pair(rng)
+    desirable = rng.random() < 0.6
+    return {"prompt": pair["prompt"], "completion": pair["chosen" if desirable else "rejected"], "label": desirable}
+
+
 def main() -> None:
     rng = random.Random(SEED)
     here = Path(__file__).parent
@@ -110,6 +120,11 @@ def main() -> None:
         with open(here / f"{name}.jsonl", "w") as f:
             for _ in range(n):
                 f.write(json.dumps(make_list(rng)) + "\n")
+    rng = random.Random(UNPAIRED_SEED)
+    for name, n in (("unpaired_train", N_UNPAIRED_TRAIN), ("unpaired_val", N_UNPAIRED_VAL)):
+        with open(here / f"{name}.jsonl", "w") as f:
+            for _ in range(n):
+                f.write(json.dumps(make_unpaired(rng)) + "\n")
 
 
 if __name__ == "__main__":
