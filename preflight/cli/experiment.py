@@ -60,10 +60,17 @@ def check_settings(settings) -> None:
         kind = build_loss({"name": name}).input_kind  # an unknown name fails here
         if kind == "rewards":
             raise PreflightConfigError(f"loss {name!r} trains a reward model, not a policy")
+        if kind == "unpaired":
+            raise PreflightConfigError(f"loss {name!r} learns from unpaired responses: name it in --unpaired-losses")
         if kind == "lists" and settings.completions <= 2:
             raise PreflightConfigError(
                 f"loss {name!r} takes whole lists: add --completions K with K > 2 (responses per prompt)"
             )
+    for name in getattr(settings, "unpaired_losses", ()):
+        if build_loss({"name": name}).input_kind != "unpaired":
+            raise PreflightConfigError(f"--unpaired-losses: loss {name!r} does not learn from unpaired responses")
+    if getattr(settings, "unpaired_labels", "mean") not in ("mean", "bernoulli"):
+        raise PreflightConfigError(f"--unpaired-labels {settings.unpaired_labels!r}: give mean or bernoulli")
     if not settings.losses and not getattr(settings, "iterative", 0):
         raise PreflightConfigError("--losses: name at least one loss (or add --iterative R)")
     betas = getattr(settings, "betas", None) or (settings.beta,)

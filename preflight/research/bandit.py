@@ -17,6 +17,11 @@ With ``completions`` K > 2, each prompt gets K different responses from π_ref r
 of r (scores r + Gumbel noise: the ranking's law is PL(exp r), whose K = 2 case is Bradley-Terry), and every loss
 learns from the same prompts as lists: pair losses from the best against the worst and from all pairs
 (`pairs_from_lists`), list-wise losses from whole lists, beside the K = 2 pairs of the main table.
+
+Unpaired feedback (``unpaired_losses``, KTO by default): for n pairs, 2n single responses from π_ref (as many
+labelled responses as the pairs hold), each labelled desirable when its reward is above its prompt's mean reward
+(``unpaired_labels: mean``) or with probability σ(r) (``bernoulli``); KTO's reference point comes from each row's
+prompt with the previous row's response, as its trainer pairs them. Reported: KL(π‖π*) beside DPO's on the n pairs.
 """
 
 from __future__ import annotations
@@ -89,6 +94,32 @@ class Lists:
         return torch.tensor(x), torch.tensor(chosen), torch.tensor(rejected)
 
 
+@dataclass
+class Unpaired:
+    """n labelled responses: x [n], responses [n], labels [n] (True: desirable)."""
+
+    x: torch.Tensor
+    responses: torch.Tensor
+    labels: torch.Tensor
+
+
+def sample_unpaired(bandit: Bandit, n: int, seed: int, rule: str = "mean") -> Unpaired:
+    """n prompts uniformly, one response each from π_ref, labelled desirable when its reward is above the prompt's
+    mean reward over its responses (``mean``) or with probability σ(r) (``bernoulli``)."""
+    g = torch.Generator().manual_seed(30_000 + seed)
+    K, M = bandit.reward.shape
+    x = torch.randint(K, (n,), generator=g)
+    responses = torch.multinomial(bandit.reference.exp()[x], 1, generator=g).squeeze(1)
+    reward = bandit.reward[x, responses]
+    if rule == "mean":
+        labels = reward > bandit.reward.mean(-1)[x]
+    elif rule == "bernoulli":
+        labels = torch.rand(n, generator=g, dtype=torch.float64) < torch.sigmoid(reward)
+    else:
+        raise ValueError(f"unpaired_labels must be mean or bernoulli, got {rule!r}")
+    return Unpaired(x, responses, labels)
+
+
 def sample_lists(bandit: Bandit, n: int, k: int, seed: int) -> Lists:
     """n prompts from the K prompts uniformly, k different responses each from π_ref, scored r + Gumbel noise
     (ranked by the Plackett–Luce model of r; for k = 2 the winner is drawn from σ(r₁ − r₂), as `Bandit.pairs`)."""
@@ -121,8 +152,9 @@ def train_policy(
     loss = make_loss(loss_name, beta)
     if loss.input_kind == "rewards":
         raise ValueError(f"loss {loss_name!r} trains a reward model, not a policy: use it as the reward-model loss")
-    if (loss.input_kind == "lists") != isinstance(data, Lists):
-        raise ValueError(f"loss {loss_name!r} takes {'lists' if loss.input_kind == 'lists' else 'pairs'}")
+    wants = {"lists": Lists, "unpaired": Unpaired}.get(loss.input_kind, tuple)
+    if not isinstance(data, wants):
+        raise ValueError(f"loss {loss_name!r} takes {loss.input_kind if wants is not tuple else 'pairs'}")
     logits = bandit.reference.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
     optimum, trace = bandit.optimum(beta), []
@@ -140,6 +172,15 @@ def train_policy(
 
 def _inputs(bandit: Bandit, logp: torch.Tensor, data) -> LossInputs:
     """The loss inputs of pairs (prompt, chosen, rejected), or of whole `Lists`, under the policy `logp`."""
+    if isinstance(data, Unpaired):
+        previous = data.responses.roll(1)  # each prompt with the previous row's response: KTO's reference point
+        return LossInputs(
+            policy_logps=logp[data.x, data.responses],
+            reference_logps=bandit.reference[data.x, data.responses],
+            labels=data.labels,
+            policy_kl_logps=logp[data.x, previous],
+            reference_kl_logps=bandit.reference[data.x, previous],
+        )
     if isinstance(data, Lists):
         x, responses = data.x[:, None], data.responses
         return LossInputs(
@@ -201,6 +242,10 @@ class BanditSettings:
         responses: responses per prompt.
         completions: responses drawn per prompt for the comparison of lists (2: no such comparison): pair losses
             learn from the best against the worst and from all pairs, list-wise losses from whole lists.
+        unpaired_losses: registry names of the unpaired losses (input kind ``unpaired``) trained on 2n labelled
+            responses for each n pairs (none: no unpaired comparison).
+        unpaired_labels: how a response is labelled: ``mean`` (desirable above its prompt's mean reward) or
+            ``bernoulli`` (desirable with probability σ(r)).
     """
 
     losses: tuple[str, ...] = ("dpo", "ipo")
@@ -212,6 +257,8 @@ class BanditSettings:
     prompts: int = 8
     responses: int = 6
     completions: int = 2
+    unpaired_losses: tuple[str, ...] = ("kto",)
+    unpaired_labels: str = "mean"
 
     @classmethod
     def quick(cls, **overrides) -> "BanditSettings":
@@ -225,7 +272,7 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     bandit = Bandit.make(settings.prompts, settings.responses)
     optimum = bandit.optimum(settings.beta)
-    sizes_rows, reward_rows, trace_rows, list_rows = [], [], [], []
+    sizes_rows, reward_rows, trace_rows, list_rows, unpaired_rows = [], [], [], [], []
     pair_losses = [name for name in settings.losses if make_loss(name, settings.beta).input_kind != "lists"]
     for n in settings.sizes:
         for seed in range(settings.seeds):
@@ -256,6 +303,21 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
             )
             if settings.completions > 2:
                 list_rows += compare_lists(bandit, settings, n, seed, optimum)
+            unpaired = sample_unpaired(bandit, 2 * n, seed, settings.unpaired_labels)
+            for name in settings.unpaired_losses:
+                policy, _ = train_policy(bandit, name, settings.beta, unpaired, settings.steps)
+                unpaired_rows.append(
+                    {
+                        "loss": name,
+                        "labels": settings.unpaired_labels,
+                        "pairs": n,
+                        "rows": 2 * n,
+                        "desirable": int(unpaired.labels.sum()),
+                        "seed": seed,
+                        "kl_to_optimum": kl(policy, optimum),
+                        "kl_to_reference": kl(policy, bandit.reference),
+                    }
+                )
     deterministic = bandit.pairs(max(settings.sizes), 0, deterministic=True)
     every = max(1, settings.deterministic_steps // 40)
     for name in pair_losses:
@@ -269,6 +331,8 @@ def run_bandit(settings: BanditSettings, out: Path) -> dict[str, list[dict]]:
     tables = {"bandit": sizes_rows, "reward_model": reward_rows, "deterministic": trace_rows}
     if list_rows:
         tables["lists"] = list_rows
+    if unpaired_rows:
+        tables["unpaired"] = unpaired_rows
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
     (out / "summary.md").write_text(summary(settings, tables))
@@ -342,7 +406,33 @@ def summary(settings: BanditSettings, tables: dict[str, list[dict]]) -> str:
         lines.append(f"| {step} | " + " | ".join(f"{trace[loss, step]:.3f}" for loss in pair_losses) + " |")
     if "lists" in tables:
         lines += list_summary(settings, tables, kl_star)
+    if "unpaired" in tables:
+        lines += unpaired_summary(settings, tables, kl_star)
     return "\n".join(lines) + "\n"
+
+
+def unpaired_summary(settings: BanditSettings, tables: dict[str, list[dict]], kl_star: dict) -> list[str]:
+    """KL(π‖π*) of the unpaired losses on 2n labelled responses beside the pair losses on n pairs."""
+    by = mean_by(tables["unpaired"], ("loss", "pairs"), "kl_to_optimum")
+    share = mean_by(tables["unpaired"], ("pairs",), "desirable")
+    baseline = [loss for loss in settings.losses if (loss, settings.sizes[0]) in kl_star]
+    rule = "above its prompt's mean reward" if settings.unpaired_labels == "mean" else "with probability σ(r)"
+    lines = [
+        "",
+        f"Unpaired feedback: 2n single responses from π_ref, each desirable {rule}, against n pairs: KL(π‖π*)",
+        "",
+        "| pairs | labelled responses (desirable) | "
+        + " | ".join(f"{loss}, n pairs" for loss in baseline)
+        + "".join(f" | {loss}, 2n unpaired" for loss in settings.unpaired_losses)
+        + " |",
+        "| --- | --- |" + " --- |" * (len(baseline) + len(settings.unpaired_losses)),
+    ]
+    for n in settings.sizes:
+        cells = [f"{kl_star[loss, n]:.4f}" for loss in baseline] + [
+            f"{by[loss, n]:.4f}" for loss in settings.unpaired_losses
+        ]
+        lines.append(f"| {n} | {2 * n} ({share[(n,)]:.0f}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def list_summary(settings: BanditSettings, tables: dict[str, list[dict]], kl_star: dict) -> list[str]:
@@ -389,6 +479,12 @@ def plot_bandit(tables: dict[str, list[dict]], settings: BanditSettings, path: P
         axes[0].errorbar(settings.sizes, means, yerr=spreads, marker="o", capsize=3, label=loss, color=f"C{i}")
         trace = [r for r in tables["deterministic"] if r["loss"] == loss]
         axes[2].plot([r["step"] for r in trace], [r["prob_of_best"] for r in trace], label=loss, color=f"C{i}")
+    if "unpaired" in tables:  # 2n labelled responses against n pairs
+        by = mean_by(tables["unpaired"], ("loss", "pairs"), "kl_to_optimum")
+        for j, loss in enumerate(settings.unpaired_losses):
+            means = [by[loss, n] for n in settings.sizes]
+            color = f"C{len(pair_losses) + 3 + j}"
+            axes[0].plot(settings.sizes, means, marker="^", ls=":", color=color, label=f"{loss}, 2n unpaired responses")
     if "lists" in tables:  # K completions per prompt, at the same numbers of prompts
         by = mean_by(tables["lists"], ("loss", "pairs_from_lists", "prompts"), "kl_to_optimum")
         for j, (loss, mode) in enumerate(sorted({(loss, mode) for loss, mode, _ in by})):

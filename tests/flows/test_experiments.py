@@ -49,6 +49,24 @@ def test_pairs_follow_the_bradley_terry_model():
     assert bool((bandit.reward[x, chosen] > bandit.reward[x, rejected]).all())
 
 
+@pytest.mark.parametrize("rule", ["mean", "bernoulli"])
+def test_unpaired_labels_follow_their_rule(rule):
+    from preflight.research.bandit import sample_unpaired
+
+    bandit = Bandit.make(3, 4, seed=2)
+    data = sample_unpaired(bandit, 20000, seed=0, rule=rule)
+    reward = bandit.reward[data.x, data.responses]
+    if rule == "mean":  # desirable exactly when above the prompt's mean reward
+        assert bool((data.labels == (reward > bandit.reward.mean(-1)[data.x])).all())
+    else:  # desirable with probability σ(r): for each (prompt, response), the share is within 4 standard errors
+        for x in range(3):
+            for y in range(4):
+                mask = (data.x == x) & (data.responses == y)
+                n, p = int(mask.sum()), torch.sigmoid(bandit.reward[x, y]).item()
+                if n > 100:
+                    assert abs(data.labels[mask].double().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
 def test_bandit_command_measures_dpo_reaching_the_optimum(preflight, workdir):
     """The README's `preflight experiment bandit --quick --losses dpo,ipo`, as written."""
     result = preflight("experiment", "bandit", "--quick", "--losses", "dpo,ipo")
@@ -69,6 +87,12 @@ def test_bandit_command_measures_dpo_reaching_the_optimum(preflight, workdir):
     assert best("dpo")[-1] > 0.99  # drifts to the deterministic policy
     ipo = best("ipo")
     assert ipo[-1] < 0.5 and abs(ipo[-1] - ipo[len(ipo) // 2]) < 1e-3  # bounded, settled where β puts it
+    # unpaired feedback: KTO on 2n labelled responses, beside DPO on n pairs
+    unpaired = {int(r["pairs"]): r for r in rows(folder / "unpaired.csv") if r["loss"] == "kto"}
+    assert [int(unpaired[n]["rows"]) for n in (100, 1000, 10000)] == [200, 2000, 20000]
+    kto = [float(unpaired[n]["kl_to_optimum"]) for n in (100, 1000, 10000)]
+    assert kto[0] > kto[2] and all(0 < v < float("inf") for v in kto)
+    assert "kto, 2n unpaired" in result.out
 
 
 def test_a_reward_loss_or_unknown_name_is_a_one_line_error(preflight, workdir):
@@ -77,6 +101,10 @@ def test_a_reward_loss_or_unknown_name_is_a_one_line_error(preflight, workdir):
         "preflight: error: loss 'bt' trains a reward model, not a policy"
     ]
     assert preflight("experiment", "bandit", "--losses", "nope").code == 2
+    result = preflight("experiment", "bandit", "--quick", "--losses", "kto")
+    assert result.code == 2 and result.preflight_lines() == [
+        "preflight: error: loss 'kto' learns from unpaired responses: name it in --unpaired-losses"
+    ]
     assert not (workdir / "experiments").exists()  # nothing written
 
 
