@@ -133,6 +133,10 @@ def check_command_output(block, args, out, folder):
     elif args[0] == "fit" and "configs/lists.yaml" in args:
         assert "train assets/data/lists_train.jsonl (500 lists), val assets/data/lists_val.jsonl (50 lists)" in out
         assert ("val/rewards/list_accuracies=" in out) == ("plackett_luce" in args)
+    if args[0] == "fit" and "configs/kto.yaml" in args:  # the class balance, whichever file
+        assert re.search(r"preflight: data: train \S+ \(\d+ unpaired: \d+ desirable, \d+ undesirable\)", out), out
+    if args[0] == "fit" and "configs/tr_dpo.yaml" in args:
+        assert "preflight: reference: moves towards the policy every 32 steps (soft, α=0.6; TR-DPO)" in out
     if args[0] == "iterate":  # one round of 8 prompts: its two lines, and metrics.csv
         rows = list(csv.DictReader(open(folder / "runs/iterative_dpo/metrics.csv")))
         assert [r["round"] for r in rows] == ["1"] and int(rows[0]["samples"]) == 8 * 4

@@ -39,6 +39,10 @@ def test_losses_lists_every_registered_loss(preflight):
     for name, paper in (("plackett_luce", "2305.18290"), ("lipo_lambda", "2402.01878"), ("infonca", "2402.05369")):
         entry = blocks[blocks.index(next(h for h in heads if h.split()[0] == name)) + 2]
         assert entry.strip().startswith(f"takes lists; needs a reference; arXiv:{paper}"), entry
+    for name, paper in (("kto", "2402.01306"), ("bco", "2404.04656"), ("apo_zero_unpaired", "2408.06266")):
+        entry = blocks[blocks.index(next(h for h in heads if h.split()[0] == name)) + 2]
+        expected = f"takes unpaired completions (prompt, completion, label); needs a reference; arXiv:{paper}"
+        assert entry.strip().startswith(expected), entry
 
 
 def documented_args(cls) -> set[str]:
