@@ -57,7 +57,14 @@ class FitSummary(L.Callback):
 
 class StepProgressBar(RichProgressBar):
     """Lightning's rich progress bar, with an epoch count that makes sense when a run is bounded by
-    steps (Lightning prints ``Epoch 0/-2`` for ``max_epochs: -1``)."""
+    steps (Lightning prints ``Epoch 0/-2`` for ``max_epochs: -1``), and without the version number
+    (``v_num``) among the metrics."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        """The logged values, without Lightning's ``v_num`` (the run's version, shown as ``v_num: 0.000``)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     def _get_train_description(self, current_epoch: int) -> str:
         trainer = self.trainer

@@ -26,8 +26,9 @@ class MovingReference(L.Callback):
 
     It needs a separate reference model (``reference: copy``, the default for a fully trained policy). Refused in
     one line at the start: ``reference: precomputed`` (the reference's log-probs are fixed before training), a LoRA
-    policy whose reference is its adapter-disabled base (``reference: adapter``: the base never changes, and moving
-    it would move the policy too), and a loss without a reference.
+    policy (its reference is its adapter-disabled base, which cannot move without moving the policy; or, with
+    ``reference: copy``, its weights are a base plus an adapter, not a model to mix in), and a loss without a
+    reference.
 
     Args:
         mode: ``soft`` (mix the policy into the reference) or ``hard`` (copy it).
@@ -60,6 +61,13 @@ class MovingReference(L.Callback):
             "policy; use reference: copy (a full reference model) or train without peft",
             "none": f"loss '{pl_module.loss_fn.name}' uses no reference",
         }.get(pl_module.reference_mode)
+        from .wrapped import is_peft
+
+        if reason is None and is_peft(pl_module.policy):
+            reason = (
+                "a LoRA policy's weights are its base plus an adapter, not a model to mix into the reference; "
+                "train without peft"
+            )
         if reason is not None:
             raise PreflightConfigError(f"MovingReference (TR-DPO) cannot run: {reason}")
         pl_module.checkpoint_reference = True  # the reference's weights change: keep them in checkpoints

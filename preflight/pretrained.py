@@ -8,6 +8,7 @@ other. A relative ``assets/...`` path that is not in the working folder is the c
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Mapping
@@ -104,7 +105,8 @@ def load_model(
             if "dropout" in key and isinstance(value, float):
                 setattr(config, key, 0.0)
         if local.is_dir() and not has_weights(local):
-            log.info("model %s has no weights: building it from its config with seed %d", name, init_seed)
+            if not WEIGHTS_FROM_CHECKPOINT.get():  # else the checkpoint's weights replace these: nothing to say
+                log.info("model %s has no weights: building it from its config with seed %d", name, init_seed)
             with _seeded(init_seed):
                 model = auto_class.from_config(config, trust_remote_code=trust_remote_code, **dtype_kwargs)
         else:
@@ -114,6 +116,21 @@ def load_model(
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"model {name!r} cannot be loaded ({first_line(err)})") from None
     return disable_dropout(model)
+
+
+#: set while a module is built only to receive a checkpoint's weights (`weights_from_checkpoint`)
+WEIGHTS_FROM_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar("weights_from_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def weights_from_checkpoint(active: bool = True):
+    """Within it, a config-only model folder is built without saying it has no weights: a checkpoint's weights
+    are about to replace the random ones (``--ckpt_path``)."""
+    token = WEIGHTS_FROM_CHECKPOINT.set(active)
+    try:
+        yield
+    finally:
+        WEIGHTS_FROM_CHECKPOINT.reset(token)
 
 
 @contextlib.contextmanager

@@ -89,6 +89,25 @@ class RunLogger(CSVLogger):
 
     def __init__(self, save_dir: str, name: str, version: int | None = None) -> None:
         super().__init__(save_dir=save_dir, name=name, version=version)
+        #: the step every row is written at (set for `validate`/`test` of a checkpoint: the checkpoint's step)
+        self.step_override: int | None = None
+        self.step_shift = 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Lightning's rows, at the optimizer step whose weights they measured. During a fit Lightning hands train and
+        validation metrics over with the count of steps completed before the one being logged (0 for the first
+        step); ``step_shift`` (1, set by the command for a fit) makes them 1-based, as TRL counts and as
+        ``fit finished at step N`` prints. ``step_override`` writes every row at one step (a checkpoint's
+        validation: the checkpoint's step)."""
+        if step is not None:
+            step += self.step_shift
+        self.log_metrics_at(metrics, step)
+
+    def log_metrics_at(self, metrics: dict[str, float], step: int | None) -> None:
+        """Rows already at the step of the weights they measured (`GenerationEval` logs at ``global_step``)."""
+        if self.step_override is not None:
+            step = self.step_override
+        super().log_metrics(metrics, step)
 
     @property
     def experiment(self) -> _ExperimentWriter:

@@ -130,3 +130,21 @@ def length_reward(prompts, completions):
 def nan_reward(prompts, completions):
     """A reward for tests of `preflight iterate`'s refusal: not a number for the second completion."""
     return [float("nan") if k == 1 else 0.0 for k in range(len(completions))]
+
+
+class GradNorms(Callback):
+    """Appends, before each optimizer step, the step (1-based) and the global L2 norm of the gradients, computed by
+    `torch.nn.utils.get_total_norm`, as one JSON line to `path`: what the logged ``train/grad_norm`` should be.
+
+    Args:
+        path: the JSON-lines file to append to.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": trainer.global_step + 1, "grad_norm": norm}) + "\n")

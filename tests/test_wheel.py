@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("configs/dpo.yaml", "assets/tiny-llama/config.json", "assets/tokenizer/tokenizer.json")
+SHIPPED = (
+    "configs/dpo.yaml",
+    "assets/tiny-llama/config.json",
+    "assets/tiny-writer/model.safetensors",
+    "assets/tokenizer/tokenizer.json",
+)
 
 
 def run(args, cwd, env, timeout=600):
@@ -90,7 +95,7 @@ def test_the_installed_wheel_trains_from_an_empty_folder(installed, tmp_path):
     metrics = (work / "runs/dpo/version_0/metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     steps = [row.split(",")[header.index("step")] for row in metrics[1:]]
-    assert "2" in steps and "val/loss" in header  # the third step (0-based 2) and its validation were logged
+    assert steps[0] == "0" and "3" in steps and "val/loss" in header  # the baseline, the third step, its validation
     assert sorted(p.name for p in work.iterdir()) == ["my_dpo.yaml", "runs"]  # no assets/ copied beside it
 
     # the config by its shipped path, as the README writes it, from a folder that has no configs/

@@ -27,6 +27,7 @@ from ..datamodules import PreferenceDataModule
 from ..errors import PreflightConfigError
 from ..losses.registry import load_entry_points
 from ..modules import PreflightModule
+from ..pretrained import weights_from_checkpoint
 from ..process_exit import close_process_group
 from ..resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from ..runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
@@ -42,7 +43,11 @@ class RunConfigSaver(SaveConfigCallback):
     """Saves the config of each command into its run folder: ``config.yaml`` for fit, and
     ``validate_config.yaml`` / ``test_config.yaml`` beside it, so no command overwrites another's."""
 
+    quiet = False  # set around the baseline validation a fit starts with: nothing to save for it
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.quiet:
+            return
         if trainer.state.fn is not None and trainer.state.fn.value != "fit":
             self.config_filename = f"{trainer.state.fn.value}_config.yaml"
         super().setup(trainer, pl_module, stage)
@@ -74,6 +79,13 @@ class PreflightCLI(LightningCLI):
             "e.g. a file that registers your own losses with @register_loss",
         )
         parser.add_argument(
+            "--validate_before_fit",
+            type=bool,
+            default=True,
+            help="fit: validate the initial weights first and log them at step 0, the baseline of every val/ curve "
+            "(TRL's eval_on_start); not when resuming a checkpoint",
+        )
+        parser.add_argument(
             "--allow_changed_config",
             type=bool,
             default=False,
@@ -92,7 +104,13 @@ class PreflightCLI(LightningCLI):
         if interrupt is not None:
             interrupt.install()
         try:
-            super()._run_subcommand(subcommand)
+            if subcommand == "fit":
+                self._validate_before_fit()
+                for logger in self.trainer.loggers:
+                    if isinstance(logger, RunLogger):
+                        logger.step_shift = 1  # train and validation rows at the step whose weights they measured
+            with weights_from_checkpoint(bool(self._get(self.config_init, "ckpt_path"))):
+                super()._run_subcommand(subcommand)
         except BaseException as err:
             err.preflight_during_run = True
             self._remove_unfinished_run_folder(err)
@@ -100,6 +118,29 @@ class PreflightCLI(LightningCLI):
         finally:
             if interrupt is not None:
                 interrupt.uninstall()
+
+    def _validate_before_fit(self) -> None:
+        """The baseline: a validation of the initial weights, logged at step 0 (TRL's ``eval_on_start``), unless
+        ``validate_before_fit`` is false, the fit resumes a checkpoint, or there is nothing to validate."""
+        trainer = self.trainer
+        if not self._get(self.config, "validate_before_fit") or self._get(self.config_init, "ckpt_path"):
+            return
+        if trainer.limit_val_batches == 0 or trainer.fast_dev_run:
+            return
+        datamodule = self.datamodule
+        if isinstance(datamodule, PreferenceDataModule) and datamodule.dataset("val") is None:
+            return
+        saver = next((c for c in trainer.callbacks if isinstance(c, RunConfigSaver)), None)
+        if saver is not None:
+            saver.quiet = True  # the fit that follows saves the run's config.yaml
+        inference = trainer.validate_loop.inference_mode
+        trainer.validate_loop.inference_mode = False  # tensors it creates (metric states) are trained with next
+        try:
+            trainer.validate(self.model, datamodule=datamodule, verbose=False)
+        finally:
+            trainer.validate_loop.inference_mode = inference
+            if saver is not None:
+                saver.quiet = False
 
     def _remove_unfinished_run_folder(self, err: BaseException) -> None:
         """A configuration error found once the run started (a model that cannot be built, a fast path set to
@@ -152,6 +193,9 @@ class PreflightCLI(LightningCLI):
             run_root, name, version = located or (*default_run, None)
             # absolute, so a resumed run's checkpoint folder is recognized as the same (its `last.ckpt` is replaced)
             logger = RunLogger(save_dir=str(Path(run_root).absolute()), name=name, version=version)
+            if self.subcommand in ("validate", "test") and getattr(self, "checkpoint_position", None):
+                # a checkpoint's validation is measured at the checkpoint's step, not at 0
+                logger.step_override = self.checkpoint_position
             kwargs["logger"] = logger
             if version is None and is_main_process():
                 self._new_run_folder = Path(logger.log_dir)
@@ -186,6 +230,7 @@ class PreflightCLI(LightningCLI):
             spec = str(newest)
         path = resolve_checkpoint(spec)
         meta = checkpoint_metadata(path)
+        self.checkpoint_position = int(meta.get("global_step") or 0)
         if not self._get(self.config, "allow_changed_config"):
             check_checkpoint_matches(path, self.model, meta)
         self.config_init[self.subcommand]["ckpt_path"] = str(path)

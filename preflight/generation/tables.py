@@ -40,8 +40,8 @@ def log_values(trainer: L.Trainer, values: dict[str, float]) -> None:
     """Straight to the loggers (and callback_metrics, which checkpoint monitors read): the values are already the
     same on every process, and this also works when called outside Lightning's loops."""
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
-    for logger in trainer.loggers:
-        logger.log_metrics(values, step=trainer.global_step)
+    for logger in trainer.loggers:  # at the step of the weights sampled (`runs.RunLogger.log_metrics_at`)
+        getattr(logger, "log_metrics_at", logger.log_metrics)(values, step=trainer.global_step)
 
 
 def write_generations(trainer: L.Trainer, folder: Path, rows: list[dict[str, Any]]) -> None:

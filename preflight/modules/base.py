@@ -157,7 +157,9 @@ class PreflightModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
-        finite = not local or bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in local]).sum()))
+        norms = torch.stack([g.detach().float().norm() for g in local]) if local else torch.zeros(1)
+        finite = not local or bool(torch.isfinite(norms.sum()))
+        self._log_optimizer_state(optimizer, norms)
         if not finite and self._non_finite_message is None:
             self._non_finite_message = f"non-finite gradient at {self._where()}"
         skip = self.trainer.strategy.reduce_boolean_decision(self._non_finite_message is not None, all=False)
@@ -172,6 +174,16 @@ class PreflightModule(L.LightningModule):
         log.warning("skipping the optimizer step, no weight changes: %s", message)
         optimizer.zero_grad(set_to_none=True)  # parameters without gradients are left as they are
         self._skipped_optimizer_step = True
+
+    def _log_optimizer_state(self, optimizer: torch.optim.Optimizer, norms: Tensor) -> None:
+        """``train/grad_norm`` (the global L2 norm of the step's gradients, before any clipping) and
+        ``train/learning_rate`` (the rate this step applies), as TRL logs ``grad_norm`` and ``learning_rate``."""
+        squares = norms.pow(2).sum()
+        if self.device_mesh is not None:  # FSDP2: each process holds a shard of every gradient
+            squares = self.trainer.strategy.reduce(squares.to(self.device), reduce_op="sum")
+        lr = float(optimizer.param_groups[0]["lr"])
+        self.log("train/grad_norm", squares.sqrt().to(self.device), on_step=True, on_epoch=False, sync_dist=False)
+        self.log("train/learning_rate", lr, on_step=True, on_epoch=False)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """A skipped optimizer step (non-finite, ``on_nonfinite: skip``) does not advance the schedule either."""

@@ -154,7 +154,7 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
                 assert exit_.code in (0, None), f"{name}: exit {exit_.code}"
         logged[name] = logged_train_metrics(tmp_path / name / "dpo")
         seen[name] = [json.loads(line) for line in seen_file.read_text().splitlines()]
-    assert sorted(logged["one"]) == [0, 1, 2]
+    assert sorted(logged["one"]) == [1, 2, 3]  # the step after which each was measured, as the run prints it
     for name in ("two", "accumulated"):
         assert logged[name].keys() == logged["one"].keys()
         for step, values in logged["one"].items():
@@ -165,4 +165,4 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
     for name in layouts:
         assert [s["global_step"] for s in seen[name]] == [1, 2, 3]
         for record in seen[name]:
-            assert record["seen"] == pytest.approx(logged[name][record["global_step"] - 1], rel=1e-6), name
+            assert record["seen"] == pytest.approx(logged[name][record["global_step"]], rel=1e-6), name

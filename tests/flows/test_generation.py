@@ -15,9 +15,9 @@ def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     gen = [r for r in metrics if r.get("val/gen/reward")]
     assert gen and all(r["val/gen/win_rate"] and r["val/gen/kl"] and r["val/gen/length"] for r in gen)
     table = list(csv.DictReader(open(version / "generations.csv", newline="")))
-    assert len(table) == 8 * len(gen)  # 8 prompts at each evaluation
+    assert len(table) == 16 * len(gen)  # 16 prompts at each evaluation (the baseline's included)
     final = [r for r in table if int(r["step"]) == int(gen[-1]["step"])]
-    mean_reward = sum(float(r["policy_reward"]) for r in final) / 8
+    mean_reward = sum(float(r["policy_reward"]) for r in final) / 16
     assert float(gen[-1]["val/gen/reward"]) == pytest.approx(mean_reward, abs=1e-5)
     plot = preflight("plot", "runs/dpo")
     assert any(

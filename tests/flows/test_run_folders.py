@@ -75,7 +75,7 @@ def test_resume_continues_in_the_same_folder_and_metrics_file(preflight, workdir
     assert result.code == 0
     assert [p.name for p in (workdir / "runs" / "dpo").iterdir()] == ["version_0"]
     steps = [int(r["step"]) for r in metrics_rows(workdir / "runs/dpo/version_0") if r.get("train/loss")]
-    assert steps == [0, 1, 2, 3]  # one metrics file for the whole run
+    assert steps == [1, 2, 3, 4]  # one metrics file for the whole run, at the steps the run prints
     assert sorted(p.name for p in (workdir / "runs/dpo/version_0/checkpoints").iterdir()) == ["last.ckpt"]
 
 
@@ -141,9 +141,9 @@ def test_fit_ends_with_a_validation_of_the_final_weights(preflight, workdir):
     assert len(summary) == 1 and summary[0].strip().startswith("final validation (step 3): ")
     rows = metrics_rows(workdir / "runs/dpo/version_0")
     val = [r for r in rows if r.get("val/loss")]
-    assert [int(r["step"]) for r in val] == [2]  # Lightning logs step 3 as index 2; nothing validated before
+    assert [int(r["step"]) for r in val] == [0, 3]  # the baseline, then the final weights at the printed step
     printed = dict(item.split("=") for item in summary[0].split(": ", 1)[1].split(", "))
-    assert abs(float(printed["val/loss"]) - float(val[0]["val/loss"])) < 1e-3
+    assert abs(float(printed["val/loss"]) - float(val[-1]["val/loss"])) < 1e-3
 
 
 def test_trust_remote_code_alone_is_one_setting(preflight, workdir):

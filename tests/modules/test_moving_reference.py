@@ -58,6 +58,7 @@ def test_a_hard_update_copies_the_policy():
     [
         (dict(reference="precomputed"), "reference: precomputed fixes the reference's log-probs before training"),
         (dict(peft={"r": 4}, reference="adapter"), "a LoRA policy's reference is its adapter-disabled base"),
+        (dict(peft={"r": 4}, reference="copy"), "a LoRA policy's weights are its base plus an adapter"),
         (dict(loss="simpo"), "loss 'simpo' uses no reference"),
     ],
 )
