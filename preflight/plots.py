@@ -2,8 +2,9 @@
 
 One figure per group of metrics (loss; rewards chosen/rejected/margins; reward accuracy; log-probs;
 the generation metrics ``gen/*`` when the run logged them; then one per remaining metric), each with
-its train and val curves against the optimizer step. matplotlib is an optional extra
-(``pip install 'preflight-lightning[plots]'``).
+its train and val curves against the optimizer step. A group whose metrics have different units (the
+generation metrics: reward, win rate, KL, length) gets one panel per metric, each with its own y-axis.
+matplotlib is an optional extra (``pip install 'preflight-lightning[plots]'``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ GROUPS = {  # figure name: the metric names (without train/ or val/) it draws
     "logps": ["logps/chosen", "logps/rejected"],
     "generation": ["gen/reward", "gen/win_rate", "gen/kl", "gen/length"],
 }
+#: groups drawn one panel per metric: their metrics do not share a unit (a length of 32 would flatten a KL of 0.1)
+PANEL_PER_METRIC = {"generation"}
+PANEL_WIDTH, PANEL_HEIGHT = 3.6, 3.4  # inches, at 100 dpi
 SPLITS = ("train", "val")
 Series = dict[str, tuple[list[int], list[float]]]  # "train/loss": (steps, values)
 
@@ -91,24 +95,31 @@ def plot_run(path: str | Path, out: str | Path | None = None) -> dict[str, tuple
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, members in figures(read_series(source)).items():
-        fig, ax = plt.subplots(figsize=(6.4, 4))
         metrics = list(dict.fromkeys(label.split("/", 1)[1] for label in members))
-        for label, (steps, values) in members.items():
-            finite = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
-            split, metric = label.split("/", 1)
-            ax.plot(
-                [s for s, _ in finite],
-                [v for _, v in finite],
-                "-" if split == "train" else "o--",
-                label=label,
-                markersize=3,
-                color=f"C{metrics.index(metric)}",
-                alpha=0.6 if split == "train" else 1.0,
-            )
-        ax.set_xlabel("optimizer step")
-        ax.set_title(f"{source.parent.parent.name}/{source.parent.name}: {name}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        groups = [[m] for m in metrics] if name in PANEL_PER_METRIC else [metrics]
+        size = (PANEL_WIDTH * len(groups), PANEL_HEIGHT) if len(groups) > 1 else (6.4, 4)
+        fig, axes = plt.subplots(1, len(groups), figsize=size, squeeze=False)
+        for ax, shown in zip(axes[0], groups):
+            for label, (steps, values) in members.items():
+                split, metric = label.split("/", 1)
+                if metric not in shown:
+                    continue
+                finite = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
+                ax.plot(
+                    [s for s, _ in finite],
+                    [v for _, v in finite],
+                    "-" if split == "train" else "o--",
+                    label=label,
+                    markersize=3,
+                    color=f"C{metrics.index(metric)}",
+                    alpha=0.6 if split == "train" else 1.0,
+                )
+            ax.set_xlabel("optimizer step")
+            ax.set_title(shown[0] if len(groups) > 1 else f"{source.parent.parent.name}/{source.parent.name}: {name}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        if len(groups) > 1:
+            fig.suptitle(f"{source.parent.parent.name}/{source.parent.name}: {name}")
         fig.tight_layout()
         file = folder / f"{name}.png"
         fig.savefig(file, dpi=100)

@@ -21,7 +21,8 @@ class PlotCommand(ArgparseCommand):
         parser.add_argument("--out", help="the folder to write the PNGs to (default: plots/ beside metrics.csv)")
 
     def execute(self, ns: argparse.Namespace) -> None:
-        from ..plots import plot_run
+        from ..plots import PANEL_PER_METRIC, plot_run
 
         for name, (file, series) in plot_run(ns.run, ns.out).items():
-            print(f"preflight: plot: {file} ({', '.join(series)})")
+            panels = "one panel each: " if name in PANEL_PER_METRIC else ""
+            print(f"preflight: plot: {file} ({panels}{', '.join(series)})")

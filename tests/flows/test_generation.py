@@ -21,6 +21,15 @@ def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     assert float(gen[-1]["val/gen/reward"]) == pytest.approx(mean_reward, abs=1e-5)
     plot = preflight("plot", "runs/dpo")
     assert any(
-        "generation.png (val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
+        "generation.png (one panel each: val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
         for line in plot.preflight_lines()
     )
+    # one panel per metric, each with its own y-axis: four panels side by side (the PNG header's width and height)
+    width, height = png_size(version / "plots/generation.png")
+    assert (width, height) == (4 * 360, 340) and png_size(version / "plots/loss.png") == (640, 400)
+
+
+def png_size(path):
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    header = open(path, "rb").read(24)
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
