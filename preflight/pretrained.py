@@ -40,16 +40,24 @@ def first_line(err: BaseException) -> str:
 
 
 def looks_local(name: str) -> bool:
-    """A path rather than a Hub id ("owner/name"): it exists, starts like a path, or has more than one '/'."""
-    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    """A path rather than a Hub id ("owner/name"): it exists, starts like a path, has more than one '/', or its
+    first part is a folder here (``assets/tiny-lama``: a typo in a local path, not an owner on the Hub)."""
+    first = name.split("/", 1)[0]
+    return (
+        Path(name).exists()
+        or name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or ("/" in name and Path(shipped_path(first)).expanduser().is_dir())
+    )
 
 
 def check_model_path(spec: str) -> None:
-    """Fail early, with one line, on a local model folder that does not exist or whose config.json is broken."""
+    """Fail early, with one line, on a local model folder that does not exist (naming the closest folder beside it)
+    or whose config.json is broken."""
     name = shipped_path(spec)
     folder = Path(name).expanduser()
-    if looks_local(name) and not folder.is_dir():
-        raise ModelLoadError(f"model {spec!r}: no such folder")
+    if looks_local(spec) and not folder.is_dir():
+        raise ModelLoadError(f"model {spec!r}: no such folder{closest_folder(spec)}")
     config = folder / "config.json"
     if folder.is_dir() and config.is_file():
         import json
@@ -59,6 +67,19 @@ def check_model_path(spec: str) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
             raise ModelLoadError(f"{config}, {where}: not a valid model config") from None
+
+
+def closest_folder(spec: str) -> str:
+    """`` (did you mean 'assets/tiny-llama'?)`` for the folder beside `spec` whose name is closest to it, or ''."""
+    import difflib
+
+    written = Path(spec)
+    parent = Path(shipped_path(str(written.parent))).expanduser() if str(written.parent) != "." else Path(".")
+    if not parent.is_dir():
+        return ""
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    match = difflib.get_close_matches(written.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {str(written.parent / match[0])!r}?)" if match else ""
 
 
 def check_model_source(spec: str, trust_remote_code: bool = False) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from ..callbacks import FitSummary, SaveOnInterrupt, StepProgressBar, ValidateFinalWeights
@@ -33,6 +34,8 @@ from ..resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from ..runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 from ..shipped import shipped_config
 from .command import Command
+from .output import one_line
+from .suggest import did_you_mean
 from .imports import import_user_modules
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -310,13 +313,37 @@ class TrainingCommand(Command):
         self.name, self.summary = name, self.summaries[name]
 
     def run(self, argv: list[str]) -> None:
-        self.parse([self.name, *with_shipped_configs(argv)])
+        args = [self.name, *with_shipped_configs(argv)]
+        if {"-h", "--help"} & set(argv):
+            self.full_help(args)
+        self.parse(args)
+
+    def full_help(self, args: list[str]) -> None:
+        """LightningCLI's help, then the options of the default module (``--model.init_args.*``), which the former
+        only names (the module is chosen by class path), with how to see the reward model's."""
+        try:
+            self.parse(args)
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise
+        print(
+            "\nThe module's options (--model.init_args.NAME, or --model.NAME): those of preflight.PreferenceModule, "
+            "the default; for a reward model: preflight fit --model.help preflight.RewardModule\n",
+            flush=True,
+        )
+        self.parse([self.name, "--model.help", "preflight.PreferenceModule"])
 
     @staticmethod
     def parse(args: list[str]) -> None:
         # the arguments are passed on (rewritten for shipped configs), not read again from sys.argv
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-        build_cli(args, cli_class=CommandCLI)
+        try:
+            build_cli(args, cli_class=CommandCLI)
+        except (ArgumentError, ValueError) as err:
+            hint = "" if getattr(err, "preflight_during_run", False) else did_you_mean(str(err))
+            if not hint:
+                raise
+            raise PreflightConfigError(f"{one_line(err)}{hint}") from None
 
 
 def with_shipped_configs(argv: list[str]) -> list[str]:

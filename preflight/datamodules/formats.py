@@ -57,12 +57,39 @@ class ListExample:
 
 def is_list_row(value: Any, names: dict[str, str]) -> bool:
     """Whether a raw row holds a list of completions (its ``completions`` column, or that column's list)."""
-    return isinstance(value, Mapping) and names["completions"].split(".")[0] in value
+    return isinstance(value, Mapping) and row_names(value, names)["completions"].split(".")[0] in value
 
 
 def is_unpaired_row(value: Any, names: dict[str, str]) -> bool:
     """Whether a raw row holds one labelled completion (its ``completion`` and ``label`` columns)."""
+    names = row_names(value, names)
     return isinstance(value, Mapping) and names["completion"] in value and names["label"] in value
+
+
+def row_names(value: Any, names: dict[str, str]) -> dict[str, str]:
+    """`names` for one row: a field that ``data.columns`` renames, in a row that has no column of that name but has
+    the field under its own name, is read under its own name (a shipped validation file beside a renamed train file
+    works with one ``columns`` setting)."""
+    if not isinstance(value, Mapping):
+        return names
+    out = dict(names)
+    for field, key in names.items():
+        outer = key.split(".")[0]
+        if key != field and outer not in value and field in value:
+            out[field] = field
+    return out
+
+
+def missing_field(where: str, key: str, value: Mapping, names: dict[str, str]) -> PreferenceDataError:
+    """The error for a row without a field: which it lacks, the fields it has, and how to map them."""
+    renamed = {data: ours for ours, data in names.items() if data != ours}
+    mapping = (
+        f"data.columns maps {', '.join(f'{d!r} to {o!r}' for d, o in renamed.items())}"
+        if renamed
+        else "name yours with data.columns, e.g. {your_column: " + key + "}"
+    )
+    fields = ", ".join(map(str, value)) or "none"
+    return PreferenceDataError(f"{where}: missing field {key!r} (the row's fields: {fields}; {mapping})")
 
 
 def column_names(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -87,12 +114,13 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
             f"{where}: expected an object with prompt/chosen/rejected, got {type(row.value).__name__}"
         )
     value = row.value
+    names = row_names(value, names)
 
     def get(field: str, required: bool) -> Any:
         key = names[field]
         if key not in value:
             if required:
-                raise PreferenceDataError(f"{where}: missing field {key!r}")
+                raise missing_field(where, key, value, names)
             return None
         item = value[key]
         if item is None and required:
@@ -209,13 +237,15 @@ def parse_list_example(row: RawRow, names: dict[str, str]) -> ListExample:
     if isinstance(row.value, Malformed):
         raise PreferenceDataError(f"{where}: {row.value.problem}")
     value = row.value
+    names = row_names(value, names)
     prompt = _dotted(value, names["prompt"], where)
     completions = _dotted(value, names["completions"], where)
     scores = _dotted(value, names["scores"], where)
     for field, item in (("prompt", prompt), ("completions", completions), ("scores", scores)):
         if item is None:
-            present = names[field].split(".")[0] in value
-            raise PreferenceDataError(f"{where}: field {names[field]!r} is {'null' if present else 'missing'}")
+            if names[field].split(".")[0] not in value:
+                raise missing_field(where, names[field], value, names)
+            raise PreferenceDataError(f"{where}: field {names[field]!r} is null")
     _check_text_or_messages(prompt, f"{where}: field {names['prompt']!r}")
     if not isinstance(completions, list) or len(completions) < 2:
         count = len(completions) if isinstance(completions, list) else type(completions).__name__
@@ -250,12 +280,13 @@ def parse_unpaired_example(row: RawRow, names: dict[str, str]) -> ListExample:
     if isinstance(row.value, Malformed):
         raise PreferenceDataError(f"{where}: {row.value.problem}")
     value = row.value
+    names = row_names(value, names)
     prompt, completion, label = (value.get(names[f]) for f in ("prompt", "completion", "label"))
     for field, item in (("prompt", prompt), ("completion", completion), ("label", label)):
         if item is None:
-            raise PreferenceDataError(
-                f"{where}: field {names[field]!r} is {'null' if names[field] in value else 'missing'}"
-            )
+            if names[field] not in value:
+                raise missing_field(where, names[field], value, names)
+            raise PreferenceDataError(f"{where}: field {names[field]!r} is null")
     _check_text_or_messages(prompt, f"{where}: field {names['prompt']!r}")
     _check_text_or_messages(completion, f"{where}: field {names['completion']!r}")
     if isinstance(prompt, list) != isinstance(completion, list):

@@ -82,3 +82,73 @@ def test_the_progress_bar_shows_no_version_number(preflight, workdir):
     assert result.code == 0, result.err[-3000:]
     assert "train/loss" in result.out + result.err  # the bar was drawn, with its metrics
     assert "v_num" not in result.out + result.err
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--model.model", "assets/tiny-lama"],
+            "preflight: error: model 'assets/tiny-lama': no such folder (did you mean 'assets/tiny-llama'?)",
+        ),
+        (
+            ["--data.batch_sise", "3"],
+            "preflight: error: unrecognized arguments: --data.batch_sise 3 (did you mean 'data.batch_size'?)",
+        ),
+        (
+            ["--config", "typo.yaml"],
+            "preflight: error: Problem with given class_path 'preflight.PreferenceModule': Option 'lerning_rate' is "
+            "not accepted (did you mean 'learning_rate'?)",
+        ),
+        (
+            ["--config", "trainr.yaml"],
+            "preflight: error: Subcommand 'fit' does not accept option 'trainr.max_steps' (did you mean "
+            "'trainer.max_steps'?)",
+        ),
+        (
+            ["--data.train", "columns.jsonl"],
+            "preflight: error: columns.jsonl, line 1: missing field 'chosen' (the row's fields: question, good, bad; "
+            "name yours with data.columns, e.g. {your_column: chosen})",
+        ),
+    ],
+)
+def test_mistakes_are_one_line_naming_the_fix(preflight, workdir, args, line):
+    (workdir / "typo.yaml").write_text("model:\n  init_args:\n    lerning_rate: 0.1\n")
+    (workdir / "trainr.yaml").write_text("trainr:\n  max_steps: 3\n")
+    (workdir / "columns.jsonl").write_text('{"question": "Q: hi?\\nA:", "good": " thanks", "bad": " ugh"}\n')
+    result = preflight("fit", "--config", "configs/dpo.yaml", *args)
+    assert result.code == 2 and result.preflight_lines() == [line], result.err[-2000:]
+    assert not (workdir / "runs").exists()
+
+
+def test_data_columns_apply_to_the_files_that_use_those_names(preflight, workdir):
+    """A renamed training file beside the shipped validation file: one columns setting serves both."""
+    (workdir / "columns.jsonl").write_text('{"question": "Q: hi?\\nA:", "good": " thanks", "bad": " ugh"}\n' * 4)
+    result = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        *QUICK[2:],
+        "--data.train",
+        "columns.jsonl",
+        "--data.columns",
+        "{question: prompt, good: chosen, bad: rejected}",
+    )
+    assert result.code == 0, result.err[-2000:]
+    assert "preflight: data: train columns.jsonl (4 pairs), val assets/data/val.jsonl (200 pairs)" in (
+        result.preflight_lines()
+    )
+
+
+def test_fit_help_lists_every_option_of_the_module(preflight, workdir):
+    import inspect
+
+    from preflight.modules import PreferenceModule
+
+    result = preflight("fit", "--help")
+    assert result.code == 0
+    assert "--trainer.max_steps" in result.out and "--data.batch_size" in result.out
+    for name in inspect.signature(PreferenceModule.__init__).parameters:
+        if name != "self":
+            assert f"--model.{name} " in result.out, name
+    assert "a Hugging Face id or local path of a causal LM" in result.out  # each option with its Args: text

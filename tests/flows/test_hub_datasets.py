@@ -56,7 +56,7 @@ def test_hub_ids_go_to_load_dataset_with_split_and_subset(monkeypatch, expected,
     assert calls == [(hub_id, "default", "train_prefs")]
     problem = [{"prompt": "Hi", "chosen": " yes"}]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(problem))
-    with pytest.raises(ValueError, match=rf"^{hub_id}\[train\], row 1: missing field 'rejected'$"):
+    with pytest.raises(ValueError, match=rf"^{hub_id}\[train\], row 1: missing field 'rejected' \(the row's fields"):
         PreferenceDataModule(str(TOKENIZER), train=hub_id, use_cache=False).dataset("train")
 
 
