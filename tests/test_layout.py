@@ -3,7 +3,10 @@
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "preflight"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "preflight"
 # Underscore names of other projects that are their documented way in (no public accessor exists):
 THIRD_PARTY = {
     "_attn_implementation": "transformers: the attention implementation a config was loaded with",
@@ -78,3 +81,15 @@ def test_the_check_finds_private_reads_and_imports():
         "from .dpo import _check_beta\nclass A:\n    def f(self):\n        return self._x, getattr(self, '_y', 0)\n"
     )
     assert underscore_reads("losses/ipo.py", inside) == []
+
+
+def test_what_the_documented_commands_write_in_a_checkout_is_ignored_by_git():
+    """`preflight fit` writes runs/, `preflight experiment` experiments/, the README's exports out/: never staged."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["runs/dpo/version_0/metrics.csv", "experiments/bandit/bandit.csv", "out/dpo-model/config.json"]
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == paths

@@ -10,17 +10,9 @@ import torch
 import yaml
 
 from tests.conftest import ROOT, TINY_MODEL, TOKENIZER
+from tests.flows.test_lists import QUICK_LISTS
 
-QUICK = [
-    "--trainer.max_steps",
-    "2",
-    "--trainer.limit_val_batches",
-    "2",
-    "--trainer.val_check_interval",
-    "2",
-    "--trainer.enable_progress_bar",
-    "false",
-]
+QUICK = QUICK_LISTS[2:]  # two steps, validated at the second, without --data.train
 
 
 def logged(workdir, run):
