@@ -92,7 +92,11 @@ def test_conversational_lists_render_through_the_chat_template(tmp_path):
         ({"prompt": "p", "completions": [" a", " b"], "scores": [1]}, "holds 1 scores for 2 completions"),
         ('{"prompt": "p", "completions": [" a", " b"], "scores": [1, NaN]}', "score 2 is not finite (nan)"),
         ({"prompt": "p", "completions": [" a", " b"], "scores": [1, "x"]}, "score 2 is not a number ('x')"),
-        ({"completions": [" a", " b"], "scores": [1, 0]}, "field 'prompt' is missing"),
+        (
+            {"completions": [" a", " b"], "scores": [1, 0]},
+            "missing field 'prompt' (the row's fields: completions, scores; name yours with data.columns, e.g. "
+            "{your_column: prompt})",
+        ),
         (
             {"prompt": "p", "chosen": " a", "rejected": " b"},
             "a row of pairs in a split of lists (its first row holds lists)",
