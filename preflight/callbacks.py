@@ -95,15 +95,23 @@ class SaveOnInterrupt(L.Callback):
     def __init__(self) -> None:
         self.requested: str | None = None
         self._previous = None
+        self._previous_sigterm = None
 
     def install(self) -> None:
+        """Catch SIGINT, and SIGTERM too: Lightning watches SIGTERM only while one of its loops runs (a fit's
+        baseline validation ends and restores the handlers before the fit sets them again), and composes its own
+        handler with this one."""
         import signal
 
         def on_sigint(signum, frame):
             self.requested = "SIGINT"
             signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # a second Ctrl-C stops at once
 
+        def on_sigterm(signum, frame):
+            self.requested = self.requested or "SIGTERM"
+
         self._previous = signal.signal(signal.SIGINT, on_sigint)
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
 
     def uninstall(self) -> None:
         import signal
@@ -111,6 +119,9 @@ class SaveOnInterrupt(L.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         local = self.requested or ("SIGTERM" if trainer.received_sigterm else None)

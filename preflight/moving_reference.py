@@ -61,9 +61,7 @@ class MovingReference(L.Callback):
             "policy; use reference: copy (a full reference model) or train without peft",
             "none": f"loss '{pl_module.loss_fn.name}' uses no reference",
         }.get(pl_module.reference_mode)
-        from .wrapped import is_peft
-
-        if reason is None and is_peft(pl_module.policy):
+        if reason is None and pl_module.peft_settings:
             reason = (
                 "a LoRA policy's weights are its base plus an adapter, not a model to mix into the reference; "
                 "train without peft"
