@@ -359,12 +359,18 @@ def optimum_at(optimum: list[dict], kl: float) -> float | None:
     return None
 
 
+def trainers_named(settings: FrontierSettings) -> str:
+    """``dpo, ipo and TRL DPO``: the losses, TRL's trainer and iterative DPO, as the runs compared them."""
+    names = [*settings.losses] + (["TRL DPO"] if settings.with_trl else [])
+    names += [f"iterative DPO ({settings.iterative} rounds)"] if settings.iterative else []
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def summary(settings: FrontierSettings, result: dict) -> str:
     task, rows = result["task"], result["rows"]
     base = sum(float(r["reference_reward"]) for r in rows) / len(rows)
     lines = [
-        f"# Reward–KL frontier: {', '.join(settings.losses)}{' and TRL DPO' if settings.with_trl else ''}"
-        f"{f' and iterative DPO ({settings.iterative} rounds)' if settings.iterative else ''}, "
+        f"# Reward–KL frontier: {trainers_named(settings)}, "
         f"β ∈ {{{', '.join(map(str, settings.betas))}}}, {settings.seeds} seed(s)",
         "",
         f"Task: base policy fine-tuned {settings.task.base_epochs} epoch(s) on the shipped replies; "

@@ -271,7 +271,7 @@ def test_frontier_iterative_rounds_raise_the_true_reward_above_the_base_policy(p
     on the true reward."""
     result = preflight("experiment", "frontier", "--quick", "--losses", "", "--iterative", "2", "--out", "fi")
     assert result.code == 0, result.err[-3000:]
-    assert "\n# Reward–KL frontier: and iterative DPO (2 rounds), β ∈ {0.05}, 1 seed(s)\n" in result.out
+    assert "\n# Reward–KL frontier: iterative DPO (2 rounds), β ∈ {0.05}, 1 seed(s)\n" in result.out
     (row,) = rows(workdir / "fi/frontier.csv")
     assert (row["trainer"], row["loss"]) == ("iterative", "dpo")
     prompts = [json.loads(line)["prompt"] for line in (workdir / "fi/task/pairs/train.jsonl").read_text().splitlines()]
@@ -280,8 +280,9 @@ def test_frontier_iterative_rounds_raise_the_true_reward_above_the_base_policy(p
     for r in (1, 2):
         lists = [json.loads(line) for line in (run / f"rounds/{r}/completions.jsonl").read_text().splitlines()]
         assert all(sum(item["counts"]) == 4 and len(item["scores"]) == len(item["completions"]) for item in lists)
-        seen += [item["prompt"] for item in lists]
-    assert len(seen) == len(set(seen)) and set(seen) <= set(prompts)  # each prompt in one round: the offline budget
+        seen += [item["prompt_index"] for item in lists]
+        assert all(item["prompt"] == prompts[item["prompt_index"]] for item in lists)
+    assert len(seen) == len(set(seen))  # each prompt in one round: as many pairs in all as offline DPO
     assert len(seen) > 0.9 * len(prompts)
     samples = rows(run / "generations.csv")  # the evaluation writes beside the rounds
     assert float(row["reward"]) == pytest.approx(sum(float(s["policy_reward"]) for s in samples) / len(samples))
