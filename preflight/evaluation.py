@@ -28,7 +28,13 @@ import lightning as L
 import torch
 
 from .generation.sampling import Prompt, SeededSampler, share_of
-from .generation.scoring import GenerationEvalError, Reward, RewardFunction, load_reward_function
+from .generation.scoring import (
+    GenerationEvalError,
+    Reward,
+    RewardFunction,
+    completions_as_pairs,
+    load_reward_function,
+)
 from .generation.tables import gather_rows, log_values, summarize, write_generations
 
 __all__ = ["GenerationEval", "GenerationEvalError", "RewardFunction", "load_reward_function"]
@@ -147,13 +153,12 @@ class GenerationEval(L.Callback):
 
     def _score(self, pl_module, mine: list[Prompt], samples, tokenizer, reference) -> list[dict[str, Any]]:
         """One row per prompt: the texts, the rewards, and log π_θ(y|x) − log π_ref(y|x) of the policy's sample."""
-        from .datamodules import TokenizedPair
-
         collate = pl_module.trainer.datamodule.collator
         eos = tokenizer.eos_token_id
+        indices, prompt_ids = [i for i, _ in mine], [prompt for _, prompt in mine]
 
         def batch_of(completions):  # each completion as both rows of a pair: the documented batch
-            pairs = [TokenizedPair(i, prompt, c or [eos], c or [eos]) for (i, prompt), c in zip(mine, completions)]
+            pairs = completions_as_pairs(prompt_ids, completions, eos, indices)
             return {k: v.to(pl_module.device) for k, v in collate(pairs).items()}
 
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731

@@ -241,7 +241,7 @@ class PreflightCLI(LightningCLI):
             trainer_config = self._get(self.config_init, "trainer", default={})
             reached = finished_by(meta, trainer_config.get("max_steps"), trainer_config.get("max_epochs"))
             self.nothing_to_train = reached is not None
-            step = int(meta.get("global_step") or 0)
+            step = self.checkpoint_position
             if reached and is_main_process():
                 print(
                     f"preflight: {path} already reached {reached} (step {step}): nothing to train; raise "

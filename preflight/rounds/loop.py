@@ -31,7 +31,7 @@ from ..generation.scoring import Reward
 from ..generation.tables import mean, win
 from ..runs import latest_checkpoint
 from .prompts import read_prompts, round_prompts
-from .samples import SamplingContext, sample_eval, sample_round
+from .samples import SamplingContext, sample_eval, sample_round, sequence_logps
 from .settings import IterateSettings
 
 EVAL_SEED_OFFSET = 1_000_000  # the evaluation prompts' sampler seed, apart from every round's
@@ -185,8 +185,6 @@ def evaluation(module, context, prompts, settings: IterateSettings, path: Path, 
         return []
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines()]
-    from .samples import sequence_logps
-
     rows = sample_eval(module, context, prompts, settings.eval_prompts, settings.seed + EVAL_SEED_OFFSET)
     reference = base or module
     initial = sequence_logps(

@@ -21,9 +21,10 @@ import torch
 
 from ..datamodules.collate import ListCollator, PreferenceCollator
 from ..datamodules.formats import ListExample
-from ..datamodules.tokenization import TokenizedList, TokenizedPair, prompt_token_ids, tokenize_list
+from ..datamodules.tokenization import TokenizedList, prompt_token_ids, tokenize_list
 from ..errors import PreflightConfigError
 from ..generation.sampling import SeededSampler
+from ..generation.scoring import completions_as_pairs
 
 
 class RoundError(PreflightConfigError):
@@ -89,11 +90,7 @@ def score(
     texts: list[str],
 ) -> list[float]:
     """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids)."""
-    pairs = [
-        TokenizedPair(k, p, c or [context.eos], c or [context.eos])
-        for k, (p, c) in enumerate(zip(prompt_ids, completions))
-    ]
-    batch = PreferenceCollator(context.pad)(pairs)
+    batch = PreferenceCollator(context.pad)(completions_as_pairs(prompt_ids, completions, context.eos))
     return context.reward(batch, prompts, texts)
 
 
@@ -238,7 +235,6 @@ def sequence_logps(module, model, context: SamplingContext, prompt_ids, completi
     """log π(y|x) of each sampled completion's own ids (with its EOS), as `GenerationEval` estimates KL."""
     if not prompt_ids:
         return []
-    eos = context.eos
-    pairs = [TokenizedPair(k, p, c or [eos], c or [eos]) for k, (p, c) in enumerate(zip(prompt_ids, completions))]
+    pairs = completions_as_pairs(prompt_ids, completions, context.eos)
     batch = {k: v.to(context.device) for k, v in PreferenceCollator(context.pad)(pairs).items()}
     return module.completion_logps(model, batch)[: len(pairs)].tolist()
