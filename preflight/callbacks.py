@@ -6,6 +6,65 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
 
+def is_final_batch(trainer: L.Trainer) -> bool:
+    """Whether the batch that just ended completed the fit: ``max_steps`` reached, or the last batch of the last
+    epoch."""
+    steps_done = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+    epochs_done = (
+        trainer.max_epochs not in (None, -1)
+        and trainer.current_epoch + 1 >= trainer.max_epochs
+        and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    )
+    return steps_done or epochs_done
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> str:
+    """Where the fit's ``last.ckpt`` goes: the checkpoint callback's folder, else the run's ``checkpoints/`` (every
+    process asks: the log folder is agreed on collectively)."""
+    import os
+
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.dirpath:
+        return os.path.join(checkpoint.dirpath, f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
+    return os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints", "last.ckpt")
+
+
+def save_last(trainer: L.Trainer) -> str:
+    """Save a resumable ``last.ckpt`` now (a collective: every process calls it) and return its path."""
+    path = last_checkpoint_path(trainer)
+    if trainer.checkpoint_callback is not None:
+        trainer.checkpoint_callback.last_model_path = path  # recorded, so a resume replaces this file, not last-v1
+    trainer.save_checkpoint(path, weights_only=False)  # resumable: optimizer and loop state too
+    return path
+
+
+class SaveFinalWeights(L.Callback):
+    """Save ``last.ckpt`` at the final step of every fit, whatever the checkpoint callbacks' intervals, validation
+    data or ``enable_checkpointing``: when a fit ends, what it trained is on disk, and ``--ckpt_path last`` resumes
+    from there.
+
+    The save happens after the batch that completes the fit (where Lightning's own step checkpoints are taken, so a
+    resume continues exactly); a fit stopped otherwise (early stopping) is saved when training ends. It is skipped
+    when a checkpoint callback already saved ``last`` at this step.
+    """
+
+    def __init__(self) -> None:
+        #: (step, path) of the final checkpoint once written
+        self.saved: tuple[int, str] | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if not trainer.sanity_checking and is_final_batch(trainer):
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run or (self.saved is not None and self.saved[0] == trainer.global_step):
+            return
+        self.saved = (trainer.global_step, save_last(trainer))
+
+
 class ValidateFinalWeights(L.Callback):
     """Validate after the last optimizer step when that step was not validated already, so the
     last validation of a fit is always that of the final weights.
@@ -17,14 +76,7 @@ class ValidateFinalWeights(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or not trainer.enable_validation:
             return
-        loop = trainer.fit_loop
-        steps_done = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        epochs_done = (
-            trainer.max_epochs not in (None, -1)
-            and trainer.current_epoch + 1 >= trainer.max_epochs
-            and loop.epoch_loop.batch_progress.is_last_batch
-        )
-        if steps_done or epochs_done:
+        if is_final_batch(trainer):
             trainer.should_stop = True
 
 
@@ -47,9 +99,16 @@ class FitSummary(L.Callback):
         if metrics and self._validated_step is not None:
             values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
             lines.append(f"  final validation (step {self._validated_step}): {values}")
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and getattr(checkpoint, "dirpath", None):
-            lines.append(f"  checkpoints: {checkpoint.dirpath}")
+        import os
+
+        final = next((c.saved for c in trainer.callbacks if isinstance(c, SaveFinalWeights) and c.saved), None)
+        if final is not None and os.path.exists(final[1]):
+            lines.append(f"  checkpoint: {final[1]} (step {final[0]})")
+        else:
+            checkpoint = trainer.checkpoint_callback
+            folder = getattr(checkpoint, "dirpath", None)
+            if folder and os.path.isdir(folder) and any(os.scandir(folder)):
+                lines.append(f"  checkpoints: {folder}")
         if log_dir:
             lines.append(f"  logs: {log_dir}")
         print("\n".join(lines), flush=True)
@@ -139,12 +198,4 @@ class SaveOnInterrupt(L.Callback):
 
     @staticmethod
     def _save(trainer: L.Trainer) -> str | None:
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is None or not checkpoint.dirpath:
-            return None
-        import os
-
-        path = os.path.join(checkpoint.dirpath, f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
-        checkpoint.last_model_path = path  # recorded in the checkpoint, so a resume replaces this file, not last-v1
-        trainer.save_checkpoint(path)
-        return path
+        return save_last(trainer)

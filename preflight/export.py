@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +11,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from .checkpointing import current_umask, read_checkpoint_file
+from . import __version__
+from .checkpointing import read_checkpoint_file
+from .export_target import check_export_target, staged_export
 from .modules import PreferenceModule, PreflightModule, RewardModule
 from .wrapped import is_peft
 
@@ -27,30 +28,28 @@ def trained_model(module: L.LightningModule) -> torch.nn.Module:
     raise TypeError(f"cannot export {type(module).__name__}: expected a PreferenceModule or RewardModule")
 
 
-def export_module(module: L.LightningModule, out: str | Path, tokenizer: Any = None, merge_lora: bool = True) -> Path:
-    """Save the module's model to `out` (replaced atomically); LoRA merged unless `merge_lora` is False."""
-    out = Path(out)
+def export_module(
+    module: L.LightningModule,
+    out: str | Path,
+    tokenizer: Any = None,
+    merge_lora: bool = True,
+    source: dict[str, Any] | None = None,
+    protected: tuple[str | Path, ...] = (),
+) -> Path:
+    """Save the module's model to `out`, a folder that does not exist, is empty or holds an earlier export
+    (`preflight.export_target`); LoRA merged unless `merge_lora` is False. `source` is recorded in the folder's mark
+    (checkpoint, step); `protected` paths may not be replaced by the export."""
+    out = check_export_target(out, protected)
     model = trained_model(module)
     if is_peft(model) and merge_lora:
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    mark = {"written_by": f"preflight {__version__}", **(source or {})}
+    with staged_export(out, mark) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        mask = current_umask()  # mkdtemp (and some writers) make files private; give them the usual modes
-        staging.chmod(0o777 & ~mask)
-        for file in staging.rglob("*"):
-            file.chmod((0o777 if file.is_dir() else 0o666) & ~mask)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -133,8 +132,10 @@ def export_checkpoint(
     merge_lora: bool = True,
     tokenizer: str | None = None,
     trust_remote_code: bool = False,
-) -> Path:
-    """Write the model of a preflight checkpoint as a Hugging Face folder (see `module_from_checkpoint`)."""
+) -> tuple[Path, int]:
+    """Write the model of a preflight checkpoint as a Hugging Face folder (see `module_from_checkpoint`); returns the
+    folder and the checkpoint's step. The target is checked before the checkpoint is read."""
+    check_export_target(out, (path,))
     module, checkpoint = module_from_checkpoint(path, trust_remote_code=trust_remote_code)
     spec = tokenizer or (checkpoint.get("datamodule_hyper_parameters") or {}).get("tokenizer")
     loaded = None
@@ -142,16 +143,41 @@ def export_checkpoint(
         from .pretrained import load_tokenizer
 
         loaded = load_tokenizer(spec, trust_remote_code=trust_remote_code)
-    return export_module(module, out, loaded, merge_lora)
+    step = int(checkpoint.get("global_step") or 0)
+    source = {"checkpoint": str(Path(path).absolute()), "step": step}
+    return export_module(module, out, loaded, merge_lora, source=source, protected=(path,)), step
 
 
 class HFExport(L.Callback):
-    """At the end of `fit`, write the trained model (and the data module's tokenizer) to `dirpath`."""
+    """At the end of `fit`, write the trained model (and the data module's tokenizer) to `dirpath`.
+
+    The folder is checked when the fit starts, so a target that holds other files (or the run itself) is refused
+    before any training; see `preflight.export_target` for what an export may replace.
+
+    Args:
+        dirpath: the folder to write: new, empty, or an earlier export.
+        merge_lora: merge a LoRA adapter into the model (False: save the adapter alone).
+    """
 
     def __init__(self, dirpath: str = "export", merge_lora: bool = True) -> None:
         self.dirpath, self.merge_lora = dirpath, merge_lora
 
+    def _protected(self, trainer: L.Trainer) -> tuple[str, ...]:
+        return (trainer.log_dir,) if trainer.log_dir else ()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            check_export_target(self.dirpath, self._protected(trainer))
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        protected = self._protected(trainer)  # log_dir is a collective: every rank asks
         if trainer.is_global_zero:
             datamodule = getattr(trainer, "datamodule", None)
-            export_module(pl_module, self.dirpath, getattr(datamodule, "tokenizer", None), self.merge_lora)
+            export_module(
+                pl_module,
+                self.dirpath,
+                getattr(datamodule, "tokenizer", None),
+                self.merge_lora,
+                source={"step": trainer.global_step},
+                protected=protected,
+            )

@@ -18,7 +18,9 @@ class ExportCommand(ArgparseCommand):
         parser.add_argument(
             "checkpoint", help="a .ckpt written by preflight fit, or a run folder (its newest last.ckpt)"
         )
-        parser.add_argument("out", help="the folder to write (replaced if it exists)")
+        parser.add_argument(
+            "out", help="the folder to write: new, empty, or an earlier export of preflight's (replaced atomically)"
+        )
         parser.add_argument(
             "--no-merge-lora", dest="merge_lora", action="store_false", help="save the LoRA adapter alone"
         )
@@ -40,7 +42,7 @@ class ExportCommand(ArgparseCommand):
 
         import_user_modules(ns.imports)
         path = resolve_checkpoint(ns.checkpoint)
-        out = export_checkpoint(
+        out, step = export_checkpoint(
             path, ns.out, merge_lora=ns.merge_lora, tokenizer=ns.tokenizer, trust_remote_code=ns.trust_remote_code
         )
-        print(f"preflight: exported {path} to {out}")
+        print(f"preflight: exported {path} (step {step}) to {out}")

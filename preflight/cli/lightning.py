@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from ..callbacks import FitSummary, SaveOnInterrupt, StepProgressBar, ValidateFinalWeights
+from ..callbacks import FitSummary, SaveFinalWeights, SaveOnInterrupt, StepProgressBar, ValidateFinalWeights
 from ..checkpointing import AtomicCheckpointIO
 from ..datamodules import PreferenceDataModule
 from ..errors import PreflightConfigError
@@ -188,7 +188,7 @@ class PreflightCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         default_run = (
             Path(trainer_config.get("default_root_dir") or DEFAULT_ROOT),
-            self._get(self.config, "run_name") or self.model.run_name(),
+            self._get(self.config, "run_name") or self._config_run_name() or self.model.run_name(),
         )
         located = self._resolve_checkpoint(default_run)
         if trainer_config.get("logger") in (None, True):
@@ -214,6 +214,16 @@ class PreflightCLI(LightningCLI):
                 self.trainer_defaults["callbacks"].append(StepProgressBar())
         return super().instantiate_trainer(**kwargs)
 
+    def _config_run_name(self) -> str | None:
+        """The name of the first ``--config`` file (``configs/dpo.yaml``: ``dpo``): a run is named for what describes
+        it, so overrides (another loss, LoRA) stay in its folder, where ``--ckpt_path last`` finds its checkpoint and
+        refuses to resume it with other settings."""
+        configs = self._get(self.config, "config") or []
+        for config in configs if isinstance(configs, list) else [configs]:
+            if config is not None:
+                return Path(str(getattr(config, "relative", config))).stem
+        return None
+
     def _resolve_checkpoint(self, default_run: tuple[Path, str]) -> tuple[Path, str, int] | None:
         """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of the run, check that the checkpoint belongs
         to this config, and return (root, run name, version) of the run folder it is in (None: a new run)."""
@@ -228,6 +238,12 @@ class PreflightCLI(LightningCLI):
             if newest is None:
                 if self.subcommand == "fit":
                     self.config_init[self.subcommand]["ckpt_path"] = None  # a fresh run, without Lightning's warning
+                    if is_main_process():
+                        print(
+                            f"preflight: --ckpt_path last: no checkpoint under {run_dir}/version_*/checkpoints yet: "
+                            "starting a new run",
+                            flush=True,
+                        )
                     return None  # nothing to resume: a fresh run, as Lightning does for "last"
                 raise FileNotFoundError(f"--ckpt_path last: no checkpoint under {run_dir}/version_*/checkpoints")
             spec = str(newest)
@@ -274,7 +290,7 @@ def build_cli(
         subclass_mode_model=True,
         auto_configure_optimizers=False,
         trainer_defaults={
-            "callbacks": [ValidateFinalWeights(), FitSummary(), SaveOnInterrupt()],
+            "callbacks": [ValidateFinalWeights(), SaveFinalWeights(), FitSummary(), SaveOnInterrupt()],
             "default_root_dir": DEFAULT_ROOT,
         },
         save_config_callback=RunConfigSaver,

@@ -1,0 +1,155 @@
+"""Nothing lost: an export never deletes what preflight did not write, and every fit ends with its final weights on
+disk, through the command where a user meets them."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.flows.conftest import QUICK
+
+PREFLIGHT = str(Path(sys.executable).parent / "preflight")
+RELATIVE_LAST = "runs/dpo/version_0/checkpoints/last.ckpt"  # as `preflight export runs/dpo` finds and prints it
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (links not followed) with a digest of its bytes: what must stay untouched."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            path = Path(root) / name
+            found[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture
+def trained(preflight, workdir):
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    (workdir / "mine").mkdir()
+    (workdir / "mine" / "notes.txt").write_text("my own notes\n")
+    (workdir / "runs" / "sibling").mkdir()
+    (workdir / "runs" / "sibling" / "keep.txt").write_text("another run\n")
+    return workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+
+
+@pytest.mark.parametrize(
+    "target, why",
+    [
+        (".", "is the current folder or holds it"),
+        ("runs", "holds runs/dpo/version_0/checkpoints/last.ckpt, which the export reads or belongs to the run"),
+        ("runs/dpo/version_0", "holds runs/dpo/version_0/checkpoints/last.ckpt"),
+        ("runs/dpo/version_0/checkpoints", "holds runs/dpo/version_0/checkpoints/last.ckpt"),
+        ("mine", "holds files preflight did not write (no preflight_export.json)"),
+        ("mine/notes.txt", "is a file, not a folder"),
+    ],
+)
+def test_export_refuses_a_folder_it_did_not_write_and_touches_nothing(preflight, workdir, trained, target, why):
+    before = tree(workdir)
+    result = preflight("export", "runs/dpo/version_0/checkpoints/last.ckpt", target)
+    assert result.code == 2
+    (line,) = result.preflight_lines()
+    assert line.startswith(f"preflight: error: {target}: {why}") and line.endswith("(nothing written)")
+    assert tree(workdir) == before  # the user's files, the checkpoint and the sibling run, byte for byte
+    assert not [p for p in os.listdir(workdir) if p.startswith(".")]  # no staging folder left either
+
+
+def test_export_writes_into_a_new_or_empty_folder_and_replaces_only_its_own(preflight, workdir, trained):
+    (workdir / "empty").mkdir()
+    for target in ("empty", "new/deeper"):
+        result = preflight("export", "runs/dpo", target)
+        assert result.code == 0
+        assert result.out.splitlines()[-1] == f"preflight: exported {RELATIVE_LAST} (step 2) to {target}"
+        mark = json.loads((workdir / target / "preflight_export.json").read_text())
+        assert mark["step"] == 2 and mark["checkpoint"] == str(trained)
+    # a second fit, then a re-export over the first: replaced, with the new step
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last").code == 0
+    result = preflight("export", "runs/dpo", "empty")
+    assert result.code == 0 and result.out.splitlines()[-1].endswith("(step 3) to empty")
+    assert json.loads((workdir / "empty" / "preflight_export.json").read_text())["step"] == 3
+    assert not [p for p in os.listdir(workdir) if p.startswith(".")]  # no staging folder left beside it
+    assert (workdir / "mine" / "notes.txt").read_text() == "my own notes\n"
+
+
+KILL_AT = {
+    # the process kills itself with SIGKILL at the named moment of the export
+    "writing": "import preflight.export as e; real = e.trained_model\n"
+    "def trained_model(m):\n    os.kill(os.getpid(), signal.SIGKILL)\ne.trained_model = trained_model",
+    "before_swap": "import preflight.export_target as t\n"
+    "t._exchange = lambda a, b: os.kill(os.getpid(), signal.SIGKILL)",
+}
+
+
+@pytest.mark.parametrize("moment", sorted(KILL_AT))
+def test_a_killed_export_leaves_the_earlier_export_whole(preflight, workdir, trained, moment):
+    assert preflight("export", "runs/dpo", "out").code == 0
+    before = tree(workdir / "out")
+    script = f"import os, signal\n{KILL_AT[moment]}\nfrom preflight.cli import main\nmain(['export', 'runs/dpo', 'out'])"
+    killed = subprocess.run([sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert tree(workdir / "out") == before  # the earlier export, whole
+    again = subprocess.run([PREFLIGHT, "export", "runs/dpo", "out"], cwd=workdir, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not [p for p in os.listdir(workdir) if p.startswith(".")]  # the killed export's staging folder is gone
+    assert tree(workdir / "out").keys() == before.keys()
+
+
+def step_of(path: Path) -> int:
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+def test_the_shipped_config_ends_with_its_final_step_on_disk(preflight, workdir):
+    """configs/dpo.yaml checkpoints every 50 steps; a fit of 7 with checkpoints every 5 ends at 7, and so does last.ckpt,
+    which export ships and a resume continues from."""
+    args = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "7"]
+    args += ["--trainer.callbacks.init_args.every_n_train_steps", "5", "--trainer.val_check_interval", "5"]
+    result = preflight(*args)
+    assert result.code == 0
+    last = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+    assert "preflight: fit finished at step 7" in result.preflight_lines()
+    assert f"  checkpoint: {last} (step 7)" in result.out.splitlines()
+    assert step_of(last) == 7
+    exported = preflight("export", "runs/dpo", "out")
+    assert exported.out.splitlines()[-1] == f"preflight: exported {RELATIVE_LAST} (step 7) to out"
+    resumed = preflight(*args, "--trainer.max_steps", "8", "--ckpt_path", "last")
+    assert f"preflight: resuming {RELATIVE_LAST} (step 7)" in resumed.preflight_lines()
+    assert step_of(last) == 8
+
+
+@pytest.mark.parametrize("config", ["kto", "lists"])
+def test_configs_without_a_checkpoint_callback_or_validation_end_with_last_ckpt(preflight, workdir, config):
+    data = {"kto": "unpaired_val.jsonl", "lists": "lists_val.jsonl"}[config]
+    args = ["fit", "--config", f"configs/{config}.yaml", "--data.train", f"assets/data/{data}", "--data.val", "null"]
+    result = preflight(*args, "--trainer.max_steps", "3", "--data.batch_size", "4", "--trainer.enable_progress_bar", "false")
+    assert result.code == 0, result.err[-2000:]
+    last = workdir / f"runs/{config}/version_0/checkpoints/last.ckpt"
+    assert step_of(last) == 3
+    assert f"  checkpoint: {last} (step 3)" in result.out.splitlines()
+    assert not any(line.startswith("  checkpoints: ") for line in result.out.splitlines())
+
+
+def test_ckpt_path_last_with_nothing_to_resume_says_so(preflight, workdir):
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "1", "--ckpt_path", "last")
+    assert result.code == 0
+    assert (
+        "preflight: --ckpt_path last: no checkpoint under runs/dpo/version_*/checkpoints yet: starting a new run"
+        in result.preflight_lines()
+    )
+    assert step_of(workdir / "runs/dpo/version_0/checkpoints/last.ckpt") == 1
+
+
+def test_resuming_with_another_loss_finds_the_run_and_is_refused(preflight, workdir):
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    last = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.loss", "ipo", "--ckpt_path", "last")
+    assert result.code == 2
+    assert result.preflight_lines()[-1] == (
+        f"preflight: error: {RELATIVE_LAST} was trained with loss.name='dpo', this config sets 'ipo' "
+        "(--allow_changed_config true to use it anyway)"
+    )
+    assert sorted(os.listdir(workdir / "runs")) == ["dpo"] and step_of(last) == 2
