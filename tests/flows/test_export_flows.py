@@ -1,6 +1,7 @@
 """`preflight export` on checkpoints that `preflight fit` wrote, and on crafted ones."""
 
 import stat
+import sys
 
 import pytest
 import torch
@@ -178,3 +179,35 @@ def test_a_checkpoint_never_turns_trust_remote_code_on(preflight, workdir, comma
     else:  # the config's model is used, and the checkpoint's other model is refused
         assert result.code == 2
         assert f"was trained with model='{folder}', this config sets 'assets/tiny-llama'" in result.err
+
+
+@pytest.mark.parametrize("how", ["load_from_checkpoint", "validate", "export"])
+def test_a_checkpoints_instantiator_is_never_called(preflight, workdir, monkeypatch, how):
+    """GHSA-qqmf-gpg7-g8gw: Lightning 2.6.0-2.6.5 import and call the callable a checkpoint's ``_instantiator``
+    hyper-parameter names from ``load_from_checkpoint``; preflight requires 2.6.6, and its own loaders never read it."""
+    marker = workdir / "pwned"
+    (workdir / "planted.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "def build(cls, kwargs):\n    return cls(**kwargs)\n"
+        "class Evil:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.delitem(sys.modules, "planted", raising=False)  # imported afresh from this test's folder
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    real = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+    checkpoint = torch.load(real, weights_only=True)
+    checkpoint["hyper_parameters"].update(_instantiator="planted.build", _class_path="planted.Evil")
+    torch.save(checkpoint, real)
+    if how == "load_from_checkpoint":  # a user's own script
+        with pytest.raises(ValueError, match="not in the allowlist of trusted instantiators"):
+            PreferenceModule.load_from_checkpoint(real)
+    elif how == "validate":
+        result = preflight("validate", "--config", "configs/dpo.yaml", *QUICK, "--ckpt_path", real)
+        assert result.code == 0 and "val/loss" in result.out
+    else:
+        result = preflight("export", real, workdir / "out")
+        assert result.code == 0 and (workdir / "out" / "model.safetensors").is_file()
+    assert not marker.exists()
+    import planted  # noqa: F401  the positive control: the planted module is real and writes the marker when imported
+
+    assert marker.exists()
