@@ -33,6 +33,7 @@ from ..process_exit import close_process_group
 from ..resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from ..runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 from ..shipped import shipped_config
+from ..strategies import shard_over_every_process
 from .command import Command
 from .output import one_line
 from .suggest import did_you_mean
@@ -212,7 +213,9 @@ class PreflightCLI(LightningCLI):
 
             if _RICH_AVAILABLE:
                 self.trainer_defaults["callbacks"].append(StepProgressBar())
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        shard_over_every_process(trainer.strategy)
+        return trainer
 
     def _config_run_name(self) -> str | None:
         """The name of the first ``--config`` file (``configs/dpo.yaml``: ``dpo``): a run is named for what describes

@@ -18,6 +18,7 @@ from ..losses import LossInputs, LossOutput
 from ..losses.registry import check_data_kind
 from ..logps import CompletionLogps, LogpsPath, LogpsSettings, RowPacking
 from ..pretrained import check_model_source, load_model
+from ..strategies import check_no_tensor_parallelism
 from ..wrapped import is_peft
 from .base import LossSpec, PreflightModule, Scheduler
 from .models import apply_lora, model_source, shard_fsdp2
@@ -185,6 +186,7 @@ class PreferenceModule(PreflightModule):
         self.hparams["logps_path"] = self.path_for(self.policy).as_dict()  # decided before any step, logged
         mesh = self.device_mesh
         if mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
+            check_no_tensor_parallelism(mesh)
             dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
             self.policy = shard_fsdp2(self.policy, dp_mesh)
             if self.reference_model is not None:

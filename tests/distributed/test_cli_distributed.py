@@ -47,17 +47,22 @@ def _spin() -> None:
         pass
 
 
-def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path, busy_cores):
-    """The README's FSDP2 command (with the suite's short-run arguments) on busy cores, where it must still exit 0,
-    then `preflight export` of its sharded checkpoint."""
+def test_the_readme_fsdp2_fit_trains_as_one_process_and_exports(tmp_path, busy_cores):
+    """The README's FSDP2 command (with the suite's short-run arguments) on busy cores, where it must still exit 0:
+    data-parallel over both processes, so its logged losses and its weights equal one process's with the same
+    global batch; then `preflight export` of its sharded checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     from tests.test_readme import SHORT
 
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     command = readme_fsdp2_command()
     assert command[:2] == ["preflight", "fit"]
+    logged = [*SHORT, "--trainer.log_every_n_steps", "1"]
     result = subprocess.run(
-        [PREFLIGHT, *command[1:], *SHORT], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        [PREFLIGHT, *command[1:], *logged], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("preflight: fit finished") == 1  # the summary comes from rank 0 alone
@@ -69,6 +74,41 @@ def test_the_readme_fsdp2_fit_runs_and_exports(tmp_path, busy_cores):
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert_export_holds_the_sharded_weights(checkpoint, tmp_path / "out")
+
+    one = subprocess.run(
+        # the same global batch: 2 processes × data.batch_size 16 (batch_size is per process, as in Lightning and TRL)
+        [PREFLIGHT, "fit", "--config", "configs/dpo.yaml", *logged, "--data.batch_size", "32"]
+        + ["--trainer.default_root_dir", "one"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    sharded, single = logged_metrics(tmp_path / "runs/dpo"), logged_metrics(tmp_path / "one/dpo")
+    assert sorted(sharded) == sorted(single) and len(single) >= 4  # step 0 (baseline) to 3
+    assert single[3]["val/loss"] < single[0]["val/loss"] - 1e-3  # it trained, so equal weights can fail to be equal
+    for step, values in single.items():
+        for key in ("train/loss", "train/grad_norm", "val/loss"):
+            if key in values:  # the gradient norm too: each process's gradient is that of the whole step
+                assert abs(sharded[step][key] - values[key]) < 1e-5 * max(1, abs(values[key])), (step, key)
+    assert subprocess.run(
+        [PREFLIGHT, "export", "one/dpo", "one-out"], cwd=tmp_path, capture_output=True, timeout=300
+    ).returncode == 0
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "one-out").state_dict()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    for name, tensor in theirs.items():
+        assert torch.allclose(ours[name], tensor, atol=1e-5), name
+
+
+def logged_metrics(run_dir) -> dict[int, dict[str, float]]:
+    """Every row of a run's metrics.csv, by step: {step: {metric: value}}."""
+    import csv
+
+    rows: dict[int, dict[str, float]] = {}
+    for row in csv.DictReader(open(run_dir / "version_0" / "metrics.csv")):
+        rows.setdefault(int(row["step"]), {}).update({k: float(v) for k, v in row.items() if v and k != "step"})
+    return rows
 
 
 def assert_export_holds_the_sharded_weights(checkpoint, out):

@@ -347,3 +347,25 @@ def test_damaged_precomputed_reference_values_are_rebuilt(preflight, workdir, tm
         f"preflight: cache entry {entry} does not match its checksum (changed or damaged): rebuilding it" in result.err
     )
     assert json.loads(entry.read_text())["payload"] == good["payload"]
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (
+            '"tensor_parallel_size": 2',
+            "trainer.strategy.tensor_parallel_size=2: preflight shards the model with FSDP2 over the data-parallel "
+            "processes and has no tensor parallelism; leave tensor_parallel_size out (or 1)",
+        ),
+        (
+            '"data_parallel_size": 1',
+            "trainer.strategy.data_parallel_size=1: preflight shards over every process (2 here: num_nodes × devices); "
+            "leave data_parallel_size out (or 2)",
+        ),
+    ],
+)
+def test_model_parallel_sizes_preflight_would_not_use_are_refused(preflight, workdir, sizes, message):
+    strategy = '{"class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": {%s}}' % sizes
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.devices", "2", "--trainer.strategy", strategy)
+    assert result.code == 2 and result.preflight_lines()[-1] == f"preflight: error: {message}"
+    assert not (workdir / "runs").exists()
