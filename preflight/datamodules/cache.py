@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 log = logging.getLogger("preflight.cache")
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: scores as float32, rows identical after truncation dropped
 
 
 def default_cache_dir() -> Path:

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from .errors import PreferenceDataError
 from .sources import RawRow, Malformed
 
@@ -156,7 +158,34 @@ def parse_example(row: RawRow, names: dict[str, str]) -> PreferenceExample:
             raise PreferenceDataError(f"{where}: field {names['margin']!r} must be a number, got {margin!r}") from None
         if not math.isfinite(margin):
             raise PreferenceDataError(f"{where}: field {names['margin']!r} is not finite ({margin})")
+        margin = as_float32(margin, f"{where}: field {names['margin']!r}")
     return PreferenceExample(row.index, where, prompt, chosen, rejected, margin)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(value: float, where: str) -> float:
+    """`value` as the float32 the batch and the loss hold (so preference and ties are decided on what the loss sees),
+    or a `PreferenceDataError` when float32 cannot hold it."""
+    if abs(value) > FLOAT32_MAX:
+        raise PreferenceDataError(
+            f"{where} ({value:g}) is beyond float32's range (±{FLOAT32_MAX:.4g}), which the loss computes in"
+        )
+    return float(np.float32(value))
+
+
+def _refuse_repeated_completions(completions: list, scores: list[float], where: str) -> None:
+    """The same completion listed twice with two scores would be a pair of itself and contradictory pairs."""
+    first: dict[str, int] = {}
+    for k, completion in enumerate(completions):
+        key = completion if isinstance(completion, str) else repr(completion)
+        j = first.setdefault(key, k)
+        if j != k and scores[j] != scores[k]:
+            raise PreferenceDataError(
+                f"{where}: completion {k + 1} repeats completion {j + 1} with another score "
+                f"({scores[k]:g} against {scores[j]:g})"
+            )
 
 
 def _check_text_or_messages(item: Any, where: str) -> None:
@@ -265,7 +294,8 @@ def parse_list_example(row: RawRow, names: dict[str, str]) -> ListExample:
             raise PreferenceDataError(f"{where}: field {names['scores']!r}, score {k} is not a number ({score!r})")
         if not math.isfinite(score):
             raise PreferenceDataError(f"{where}: field {names['scores']!r}, score {k} is not finite ({score})")
-        checked.append(float(score))
+        checked.append(as_float32(score, f"{where}: field {names['scores']!r}, score {k}"))
+    _refuse_repeated_completions(completions, checked, f"{where}: field {names['completions']!r}")
     if isinstance(prompt, list):
         as_pair = {**names, "chosen": names["completions"], "rejected": names["completions"]}
         for k, completion in enumerate(completions, start=1):

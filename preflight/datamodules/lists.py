@@ -45,3 +45,15 @@ def units_of(scores: Sequence[float], mode: ListMode) -> int:
 def has_preference(scores: Sequence[float]) -> bool:
     """Whether the scores differ at all (an all-tied list forms no pair and ranks nothing)."""
     return max(scores) > min(scores)
+
+
+def same_after_truncation(item) -> bool:
+    """A tokenized row that cannot teach: a pair whose chosen and rejected ids are equal (truncation cut them to
+    their common start), or a list where two completions with different scores have equal ids."""
+    if hasattr(item, "chosen_ids"):
+        return item.chosen_ids == item.rejected_ids
+    seen: dict[tuple[int, ...], float] = {}
+    for ids, score in zip(item.completion_ids, item.scores):
+        if seen.setdefault(tuple(ids), score) != score:
+            return True
+    return False

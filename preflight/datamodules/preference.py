@@ -38,7 +38,7 @@ from .formats import (
     unpaired_from_pair,
 )
 from .parallel import Limits, available_cores, tokenize_chunks
-from .lists import LIST_MODES, ListMode, has_preference, units_of
+from .lists import LIST_MODES, ListMode, has_preference, same_after_truncation, units_of
 from .store import ListStore, ListStoreWriter, PairStore, PairStoreWriter, open_store, store_problem
 from .sampler import FlatBatchSampler, PreferenceBatchSampler, StepRow
 from .scratch import new_scratch_folder
@@ -65,6 +65,8 @@ class SplitReport:
     bad: int = 0
     identical: int = 0
     truncated_away: int = 0
+    #: rows whose completions truncation made identical (a pair, or a list's two differently-scored completions)
+    same_after_truncation: int = 0
     first_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -77,6 +79,9 @@ class SplitReport:
             parts.append(f"{self.identical} {same} dropped")
         if self.truncated_away:
             parts.append(f"{self.truncated_away} dropped because a completion was empty after truncation")
+        if self.same_after_truncation:
+            what = "two differently-scored completions" if self.kind == "lists" else "chosen and rejected"
+            parts.append(f"{self.same_after_truncation} dropped because {what} were identical after truncation")
         return ", ".join(parts)
 
 
@@ -202,7 +207,8 @@ class PreferenceDataModule(L.LightningDataModule):
         truncation: ``keep_end`` (default) keeps the end of a long prompt, next to the answer; ``keep_start`` its start.
         columns: names in the data mapped to ours, e.g. ``{question: prompt, good: chosen, bad: rejected}``.
         on_bad_rows: ``error`` (default) stops at the first bad row; ``skip`` skips and reports them.
-        drop_identical: drop pairs whose chosen equals the rejected (they carry no preference).
+        drop_identical: drop rows that carry no preference: a pair whose chosen equals the rejected, before or after
+            truncation, and a list whose differently-scored completions truncation made identical.
         group_by_length: length-grouped batches for training (less padding).
         pad_to_multiple_of: round the padded length up to a multiple of this.
         num_workers: DataLoader worker processes (0: load in the training process).
@@ -389,7 +395,7 @@ class PreferenceDataModule(L.LightningDataModule):
     def problem_reports(self, stage: str | None = None) -> list[str]:
         """One line per split of the stage that lost rows (bad, identical, truncated away), with the first locations."""
         reports = [self.reports[s] for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if s in self.reports]
-        return [r.summary() for r in reports if r.bad or r.identical or r.truncated_away]
+        return [r.summary() for r in reports if r.bad or r.identical or r.truncated_away or r.same_after_truncation]
 
     def _carve_validation(self) -> None:
         train = self.dataset("train")
@@ -494,6 +500,10 @@ class PreferenceDataModule(L.LightningDataModule):
             for tokenized in tokenize_chunks(self.tokenizer, chunks, limits, processes):
                 kept = [p for p in tokenized if p is not None]
                 report.truncated_away += len(tokenized) - len(kept)
+                if self.drop_identical:
+                    teaching = [p for p in kept if not same_after_truncation(p)]
+                    report.same_after_truncation += len(kept) - len(teaching)
+                    kept = teaching
                 report.kept += len(kept)
                 writer.add(kept)
             if report.rows == 0:

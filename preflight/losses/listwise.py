@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import PreflightConfigError
 from .base import LossInputs, LossOutput, PreferenceLoss
 from .dpo import _check_beta
 from .registry import register_loss
@@ -101,6 +102,9 @@ class LiPOLambdaLoss(ListLoss):
     D(τ) = log₂(1 + τ), τ_i the rank (1 = first) of completion i when the list is sorted by the policy's implicit
     rewards r. Δ is computed from detached values: it weights the pairs, it is not trained. Scores are the
     paper's labels ψ (its experiments use small integers or probabilities; large scores make 2^s large).
+    The gains are computed relative to each list's top score m, ``|G_i − G_j| = 2^m · |2^{s_i−m} − 2^{s_j−m}|``
+    (the −1 cancels), so no gain overflows; a list scored 128 or more, whose weights 2^m float32 cannot hold,
+    is refused naming its top score.
 
     Args:
         beta: the KL strength β of the implicit reward.
@@ -116,11 +120,31 @@ class LiPOLambdaLoss(ListLoss):
             ranked = torch.where(inputs.list_mask, r, NEG_INF)
             rank = torch.argsort(torch.argsort(ranked, dim=-1, descending=True, stable=True), dim=-1) + 1
             discount = 1.0 / torch.log2(1.0 + rank.float())
-            gain = torch.pow(2.0, inputs.scores) - 1.0
-            delta = (gain[:, :, None] - gain[:, None, :]).abs() * (discount[:, :, None] - discount[:, None, :]).abs()
+            delta, top = lambda_weights(inputs.scores, inputs.list_mask, discount)
         pair_losses = -F.logsigmoid(r[:, :, None] - r[:, None, :])
-        losses = (torch.where(pairs, delta * pair_losses, 0.0)).sum((1, 2))
+        losses = torch.exp2(top) * torch.where(pairs, delta * pair_losses, 0.0).sum((1, 2))
         return list_output(losses, r, inputs)
+
+
+def lambda_weights(scores: Tensor, mask: Tensor, discount: Tensor) -> tuple[Tensor, Tensor]:
+    """LiPO's Δ_ij over 2^m and each list's top score m [N]: ``|2^{s_i−m} − 2^{s_j−m}| · |1/D_i − 1/D_j|``."""
+    top = torch.where(mask, scores, NEG_INF).amax(-1)
+    if bool((top >= FLOAT32_EXPONENT_LIMIT).any()):  # one host sync: the loss would be inf, with no cause given
+        raise ScoreRangeError(
+            f"lipo_lambda: a list scored up to {float(top.max()):g} weighs its pairs by 2^{float(top.max()):g}, "
+            f"beyond float32 (scores below {FLOAT32_EXPONENT_LIMIT} fit); rescale the scores"
+        )
+    gain = torch.where(mask, torch.exp2(scores - top[:, None]), 0.0)
+    delta = (gain[:, :, None] - gain[:, None, :]).abs() * (discount[:, :, None] - discount[:, None, :]).abs()
+    return delta, top
+
+
+#: 2^128 overflows float32
+FLOAT32_EXPONENT_LIMIT = 128
+
+
+class ScoreRangeError(PreflightConfigError):
+    """Scores a list-wise loss cannot weigh in float32 (the message names the top score)."""
 
 
 @register_loss("infonca")

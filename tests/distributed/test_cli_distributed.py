@@ -92,9 +92,12 @@ def test_the_readme_fsdp2_fit_trains_as_one_process_and_exports(tmp_path, busy_c
         for key in ("train/loss", "train/grad_norm", "val/loss"):
             if key in values:  # the gradient norm too: each process's gradient is that of the whole step
                 assert abs(sharded[step][key] - values[key]) < 1e-5 * max(1, abs(values[key])), (step, key)
-    assert subprocess.run(
-        [PREFLIGHT, "export", "one/dpo", "one-out"], cwd=tmp_path, capture_output=True, timeout=300
-    ).returncode == 0
+    assert (
+        subprocess.run(
+            [PREFLIGHT, "export", "one/dpo", "one-out"], cwd=tmp_path, capture_output=True, timeout=300
+        ).returncode
+        == 0
+    )
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "one-out").state_dict()
     ours = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
     for name, tensor in theirs.items():

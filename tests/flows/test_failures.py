@@ -366,6 +366,8 @@ def test_damaged_precomputed_reference_values_are_rebuilt(preflight, workdir, tm
 )
 def test_model_parallel_sizes_preflight_would_not_use_are_refused(preflight, workdir, sizes, message):
     strategy = '{"class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": {%s}}' % sizes
-    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.devices", "2", "--trainer.strategy", strategy)
+    result = preflight(
+        "fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.devices", "2", "--trainer.strategy", strategy
+    )
     assert result.code == 2 and result.preflight_lines()[-1] == f"preflight: error: {message}"
     assert not (workdir / "runs").exists()

@@ -68,7 +68,10 @@ def test_export_writes_into_a_new_or_empty_folder_and_replaces_only_its_own(pref
         mark = json.loads((workdir / target / "preflight_export.json").read_text())
         assert mark["step"] == 2 and mark["checkpoint"] == str(trained)
     # a second fit, then a re-export over the first: replaced, with the new step
-    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last").code == 0
+    assert (
+        preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last").code
+        == 0
+    )
     result = preflight("export", "runs/dpo", "empty")
     assert result.code == 0 and result.out.splitlines()[-1].endswith("(step 3) to empty")
     assert json.loads((workdir / "empty" / "preflight_export.json").read_text())["step"] == 3
@@ -89,7 +92,9 @@ KILL_AT = {
 def test_a_killed_export_leaves_the_earlier_export_whole(preflight, workdir, trained, moment):
     assert preflight("export", "runs/dpo", "out").code == 0
     before = tree(workdir / "out")
-    script = f"import os, signal\n{KILL_AT[moment]}\nfrom preflight.cli import main\nmain(['export', 'runs/dpo', 'out'])"
+    script = (
+        f"import os, signal\n{KILL_AT[moment]}\nfrom preflight.cli import main\nmain(['export', 'runs/dpo', 'out'])"
+    )
     killed = subprocess.run([sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert tree(workdir / "out") == before  # the earlier export, whole
@@ -104,8 +109,8 @@ def step_of(path: Path) -> int:
 
 
 def test_the_shipped_config_ends_with_its_final_step_on_disk(preflight, workdir):
-    """configs/dpo.yaml checkpoints every 50 steps; a fit of 7 with checkpoints every 5 ends at 7, and so does last.ckpt,
-    which export ships and a resume continues from."""
+    """configs/dpo.yaml checkpoints every 50 steps; a fit of 7 with checkpoints every 5 ends at 7, and so does
+    last.ckpt, which export ships and a resume continues from."""
     args = ["fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "7"]
     args += ["--trainer.callbacks.init_args.every_n_train_steps", "5", "--trainer.val_check_interval", "5"]
     result = preflight(*args)
@@ -125,7 +130,9 @@ def test_the_shipped_config_ends_with_its_final_step_on_disk(preflight, workdir)
 def test_configs_without_a_checkpoint_callback_or_validation_end_with_last_ckpt(preflight, workdir, config):
     data = {"kto": "unpaired_val.jsonl", "lists": "lists_val.jsonl"}[config]
     args = ["fit", "--config", f"configs/{config}.yaml", "--data.train", f"assets/data/{data}", "--data.val", "null"]
-    result = preflight(*args, "--trainer.max_steps", "3", "--data.batch_size", "4", "--trainer.enable_progress_bar", "false")
+    result = preflight(
+        *args, "--trainer.max_steps", "3", "--data.batch_size", "4", "--trainer.enable_progress_bar", "false"
+    )
     assert result.code == 0, result.err[-2000:]
     last = workdir / f"runs/{config}/version_0/checkpoints/last.ckpt"
     assert step_of(last) == 3
@@ -153,3 +160,97 @@ def test_resuming_with_another_loss_finds_the_run_and_is_refused(preflight, work
         "(--allow_changed_config true to use it anyway)"
     )
     assert sorted(os.listdir(workdir / "runs")) == ["dpo"] and step_of(last) == 2
+
+
+# ---------------------------------------------------------------------- no training on no signal
+SHARED = " ".join(["The lamp ships in a box with a long manual about every part of it."] * 4)
+QUICK_FILES = ["--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false", "--data.val", "null"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_pairs_identical_after_truncation_are_dropped_and_counted(preflight, workdir):
+    """Completions that differ only past max_length would train at ln 2 with zero gradient."""
+    distinct = [{"prompt": f"Q{i}:", "chosen": f" yes {i}", "rejected": f" no {i}"} for i in range(6)]
+    same = [{"prompt": f"Q{i}:", "chosen": SHARED + " Yes.", "rejected": SHARED + " No."} for i in range(3)]
+    write_jsonl(workdir / "pairs.jsonl", distinct + same)
+    result = preflight(
+        "fit",
+        "--config",
+        "configs/dpo.yaml",
+        "--data.train",
+        "pairs.jsonl",
+        *QUICK_FILES,
+        "--data.max_length",
+        "32",
+        "--data.batch_size",
+        "2",
+    )
+    assert result.code == 0, result.err[-2000:]
+    assert "preflight: data: train pairs.jsonl (6 pairs), val: none" in result.preflight_lines()
+    assert (
+        "preflight: data: pairs.jsonl: 6 of 9 pairs kept, 3 dropped because chosen and rejected were identical "
+        "after truncation"
+    ) in result.preflight_lines()
+
+
+def test_list_scores_decided_in_float32_and_repeated_completions_in_lists(preflight, workdir):
+    good = [{"prompt": f"Q{i}:", "completions": [f" a{i}", f" b{i}", f" c{i}"], "scores": [2, 1, 0]} for i in range(4)]
+    tied = {"prompt": "Q:", "completions": [" a", " b"], "scores": [1.0, 1.0 + 1e-12]}  # equal in float32
+    cut = {"prompt": "Q:", "completions": [SHARED + " a", SHARED + " b", " c"], "scores": [2, 1, 0]}
+    write_jsonl(workdir / "lists.jsonl", good + [tied, cut])
+    result = preflight(
+        "fit", "--config", "configs/lists.yaml", "--data.train", "lists.jsonl", *QUICK_FILES, "--data.max_length", "32"
+    )
+    assert result.code == 0, result.err[-2000:]
+    assert (
+        "preflight: data: lists.jsonl: 4 of 6 lists kept, 1 with all scores tied dropped, 1 dropped because two "
+        "differently-scored completions were identical after truncation"
+    ) in result.preflight_lines()
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        (
+            {"prompt": "Q:", "completions": [" a", " b"], "scores": [1e39, 0]},
+            "field 'scores', score 1 (1e+39) is beyond float32's range (±3.403e+38), which the loss computes in",
+        ),
+        (
+            {"prompt": "Q:", "completions": [" a", " b", " a"], "scores": [2, 1, 0]},
+            "field 'completions': completion 3 repeats completion 1 with another score (0 against 2)",
+        ),
+    ],
+)
+def test_list_values_the_format_cannot_hold_are_refused_with_file_and_line(preflight, workdir, row, problem):
+    good = {"prompt": "Q0:", "completions": [" a", " b"], "scores": [1, 0]}
+    write_jsonl(workdir / "lists.jsonl", [good, good, row])
+    result = preflight("fit", "--config", "configs/lists.yaml", "--data.train", "lists.jsonl", *QUICK_FILES)
+    assert result.code == 2
+    assert result.preflight_lines()[-1] == f"preflight: error: lists.jsonl, line 3: {problem}"
+    assert not (workdir / "runs").exists()
+
+
+def test_a_pair_margin_beyond_float32_is_refused(preflight, workdir):
+    write_jsonl(workdir / "pairs.jsonl", [{"prompt": "Q:", "chosen": " a", "rejected": " b", "margin": -1e40}])
+    result = preflight("fit", "--config", "configs/dpo.yaml", "--data.train", "pairs.jsonl", *QUICK_FILES)
+    assert result.code == 2
+    assert result.preflight_lines()[-1] == (
+        "preflight: error: pairs.jsonl, line 1: field 'margin' (-1e+40) is beyond float32's range (±3.403e+38), "
+        "which the loss computes in"
+    )
+
+
+def test_lipo_with_scores_float32_cannot_weigh_names_the_cause(preflight, workdir):
+    rows = [{"prompt": f"Q{i}:", "completions": [f" a{i}", f" b{i}"], "scores": [130, 1]} for i in range(2)]
+    write_jsonl(workdir / "lists.jsonl", rows)
+    args = ["--data.pairs_from_lists", "list", "--model.loss", "lipo_lambda"]
+    result = preflight("fit", "--config", "configs/lists.yaml", "--data.train", "lists.jsonl", *QUICK_FILES, *args)
+    assert result.code == 2
+    assert result.preflight_lines()[-1] == (
+        "preflight: error: lipo_lambda: a list scored up to 130 weighs its pairs by 2^130, beyond float32 "
+        "(scores below 128 fit); rescale the scores"
+    )

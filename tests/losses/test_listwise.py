@@ -120,3 +120,13 @@ def test_padding_takes_no_gradient_and_the_reference_none():
         grad = inputs.policy_logps.grad
         assert torch.isfinite(grad).all() and (grad[~inputs.list_mask] == 0).all(), name
         assert inputs.reference_logps.grad is None
+
+
+def test_lipo_gains_relative_to_the_top_score_equal_the_formula_at_large_scores():
+    """Scores up to 124 (2^124 ≈ 2e37, near float32's limit): the shifted gains still give the paper's weights."""
+    inputs, plain = lists(1)
+    inputs.scores = inputs.scores + 120.0
+    out = get_loss("lipo_lambda", beta=BETA)(inputs)
+    want = [lipo(r, [v + 120 for v in s]) for r, s in plain]
+    assert torch.isfinite(out.losses).all()
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-5)
