@@ -36,15 +36,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; give it the usual mode
             os.replace(tmp, target)
-        except OSError as err:  # a full disk, a lost mount: the previous checkpoint is untouched
+        except (OSError, RuntimeError) as err:  # a full disk, a lost mount: the previous checkpoint is untouched
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, RuntimeError) and not _is_write_failure(err):
+                raise
             raise CheckpointWriteError(
-                f"{target}: the checkpoint could not be written ({err.strerror or err}); the previous one is unchanged"
+                f"{target}: the checkpoint could not be written ({_write_problem(err, target)}); "
+                "the previous one is unchanged"
             ) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _remove_stale_temporaries(target, started)
+
+
+def _is_write_failure(err: RuntimeError) -> bool:
+    """torch's zip writer reports a failed write (a full disk, a file size limit) as a RuntimeError."""
+    text = str(err)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "file write failed" in text
+
+
+def _write_problem(err: BaseException, target: Path) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    import shutil
+
+    free = shutil.disk_usage(target.parent).free
+    return f"the write failed with {free / 2**20:.1f} MiB free on its disk"
 
 
 class CheckpointWriteError(PreflightConfigError):

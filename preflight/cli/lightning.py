@@ -13,6 +13,7 @@ shipped config (``dpo``, ``configs/dpo.yaml``) runs the shipped one (`preflight.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -332,7 +333,9 @@ class TrainingCommand(Command):
         self.name, self.summary = name, self.summaries[name]
 
     def run(self, argv: list[str]) -> None:
-        args = [self.name, *with_shipped_configs(argv)]
+        argv = with_shipped_configs(argv)
+        check_config_files(argv)
+        args = [self.name, *with_loss_name_kept(argv)]
         if {"-h", "--help"} & set(argv):
             self.full_help(args)
         self.parse(args)
@@ -363,6 +366,51 @@ class TrainingCommand(Command):
             if not hint:
                 raise
             raise PreflightConfigError(f"{one_line(err)}{hint}") from None
+
+
+LOSS_KEYS = ("--model.loss", "--model.init_args.loss")
+
+
+def with_loss_name_kept(argv: list[str]) -> list[str]:
+    """``--model.loss NAME`` followed by ``--model.loss.KEY VALUE``: the name as a mapping (``{name: NAME}``), which the
+    settings then fill in; a plain name would be replaced by a mapping of the settings alone, without its name."""
+    settings = any(arg.startswith(tuple(f"{key}." for key in LOSS_KEYS)) for arg in argv)
+    if not settings:
+        return list(argv)
+    out = list(argv)
+    for i, arg in enumerate(out):
+        key, eq, value = arg.partition("=")
+        if key not in LOSS_KEYS:
+            continue
+        at = i if eq else i + 1
+        value = value if eq else (out[i + 1] if i + 1 < len(out) else "")
+        if re.fullmatch(r"[A-Za-z_][\w.-]*", value):
+            out[at] = f"{key}={{name: {value}}}" if eq else f"{{name: {value}}}"
+    return out
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each ``--config`` file read as YAML first, so that a syntax or tag error names the file (jsonargparse reports
+    it in ``"<unicode string>"``); safe_load constructs no object a tag names."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if not Path(path).is_file():
+            continue  # jsonargparse says so (or it is inline YAML)
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            context = getattr(err, "context", None)
+            raise PreflightConfigError(f"{where}: {problem}" + (f" ({context})" if context else "")) from None
 
 
 def with_shipped_configs(argv: list[str]) -> list[str]:

@@ -51,7 +51,21 @@ def one_line(err: BaseException) -> str:
     if nested:
         key = re.match(r'Parser key "([^"]+)"', text)
         text = (f"{key.group(1)}: " if key else "") + nested.group(1).replace("Problem with given class_path ", "")
+    literal = re.fullmatch(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", text)
+    if literal:
+        choices = ", ".join(re.findall(r"'([^']*)'", literal.group(1)))
+        text = f"expected one of {choices}; got {literal.group(2)!r}"
+    key = parser_key(chain)
+    if key and not ours and key not in text:
+        text = f"{key}: {text}"  # jsonargparse names the key in an outer error only
     return text or type(chain[0]).__name__
+
+
+def parser_key(chain: list[BaseException]) -> str | None:
+    """The config key jsonargparse names in an error of the chain (``Parser key "data.max_length":``), if any; the
+    innermost such key is the most precise."""
+    keys = [m.group(1) for e in chain if (m := re.match(r'Parser key "([^"]+)"', str(e)))]
+    return keys[-1] if keys else None
 
 
 class OneLineToStderr(logging.Handler):

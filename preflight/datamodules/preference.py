@@ -283,6 +283,9 @@ class PreferenceDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for key, limit in (("max_length", max_length), ("max_prompt_length", max_prompt_length)):
+            if limit is not None and limit < 1:
+                raise ValueError(f"data.{key} must be >= 1 (or null: no limit), got {limit}")
         self.save_hyperparameters(ignore=[] if isinstance(tokenizer, (str, os.PathLike)) else ["tokenizer"])
         self._tokenizer_spec = tokenizer
         self.train_spec, self.val_spec, self.test_spec = train, val, test
@@ -337,6 +340,7 @@ class PreferenceDataModule(L.LightningDataModule):
         """The splits of `stage`, read from the cache `prepare_data` filled (tokenized here when it holds none)."""
         for split in STAGE_SPLITS.get(stage, ALL_SPLITS):
             self.dataset(split)
+        self.data_kind(stage)  # splits of two kinds are refused here, naming the split at fault
 
     def teardown(self, stage: str | None = None) -> None:
         """Remove the temporary stores of ``use_cache: false`` (their splits are tokenized again if used again)."""
@@ -569,12 +573,17 @@ class PreferenceDataModule(L.LightningDataModule):
     def data_kind(self, stage: str | None = None) -> str:
         """What a loss receives from the splits of `stage`: ``pairs`` (pairs, or pairs built from lists), ``lists``
         (whole lists: ``pairs_from_lists: list``) or ``unpaired`` (labelled single completions)."""
-        kinds = {d.kind for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if (d := self.dataset(s)) is not None}
+        splits = {s: d.kind for s in STAGE_SPLITS.get(stage, ALL_SPLITS) if (d := self.dataset(s)) is not None}
+        kinds = set(splits.values())
         if len(kinds) > 1:
-            raise PreferenceDataError(
-                f"the splits mix {' and '.join(sorted(kinds))}: give every split in one kind"
-                + (" (data.unpair: true turns pairs into unpaired rows)" if "unpaired" in kinds else "")
-            )
+            first = next(iter(splits.values()))
+            odd = next(s for s, kind in splits.items() if kind != first)
+            reports = {s: r.source for s, r in self.reports.items()}
+            named = "; ".join(f"data.{s} ({reports.get(s, 'carved from train')}) holds {k}" for s, k in splits.items())
+            hint = ""
+            if "unpaired" in kinds and not self.unpair and "pairs" in kinds:
+                hint = " (data.unpair: true turns pairs into unpaired rows)"
+            raise PreferenceDataError(f"the splits mix kinds: {named}; give data.{odd} in {first} too{hint}")
         if kinds == {"unpaired"}:
             return "unpaired"
         return "lists" if kinds == {"lists"} and self.pairs_from_lists == "list" else "pairs"

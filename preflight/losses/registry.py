@@ -139,7 +139,18 @@ def get_loss(name: str, **hyperparameters: Any) -> PreferenceLoss:
         raise LossConfigError(
             f"loss {name!r} has no hyperparameter {unknown[0]!r}.{hint} Valid: {', '.join(valid) or '(none)'}"
         )
+    for key, value in hyperparameters.items():
+        _check_number(name, key, value, valid.get(key))
     return cls(**hyperparameters)
+
+
+def _check_number(loss: str, key: str, value: Any, parameter: inspect.Parameter | None) -> None:
+    """A hyperparameter whose default is a number takes a number (a YAML string such as ``abc`` or ``1e-3x`` would
+    fail deep inside the loss with a message that names no key)."""
+    default = parameter.default if parameter is not None else inspect.Parameter.empty
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if is_number(default) and not is_number(value):
+        raise LossConfigError(f"model.loss.{key} (loss {loss!r}) must be a number, got {value!r}")
 
 
 def build_loss(spec: Any) -> PreferenceLoss:
@@ -159,7 +170,11 @@ def build_loss(spec: Any) -> PreferenceLoss:
         if "class_path" in spec:
             return _from_class_path(spec["class_path"], dict(spec.get("init_args") or {}))
         if "name" not in spec:
-            raise LossConfigError(f"a loss mapping needs a 'name' (or 'class_path') key, got keys {sorted(spec)}")
+            raise LossConfigError(
+                f"model.loss: a mapping of settings needs the loss's 'name' (or 'class_path'), got keys {sorted(spec)}; "
+                "settings given as --model.loss.KEY replace a loss given by name alone: write "
+                "--model.loss '{name: NAME, KEY: VALUE}'"
+            )
         name = spec.pop("name")
         return get_loss(name, **spec)
     raise LossConfigError(f"cannot build a loss from {spec!r}: give a name, a mapping with 'name', or a PreferenceLoss")

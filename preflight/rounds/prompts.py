@@ -25,8 +25,14 @@ def read_prompts(spec: Any) -> list[Any]:
                 raise PreferenceDataError(f"{row.location}: field 'prompt' must be a non-empty string or messages")
         elif is_list_row(value, names):
             prompt = parse_list_example(row, names).prompt
-        else:
+        elif isinstance(value, dict) and ("chosen" in value or "rejected" in value):
             prompt = parse_example(row, names).prompt
+        else:
+            fields = ", ".join(value) if isinstance(value, dict) else type(value).__name__
+            raise PreferenceDataError(
+                f"{row.location}: missing field 'prompt' (the row's fields: {fields}); a prompts file holds "
+                '{"prompt": ...} rows, pairs or lists'
+            )
         prompts.append(prompt)
     if not prompts:
         raise PreferenceDataError(f"{Source(spec).name}: no prompts")

@@ -254,3 +254,102 @@ def test_lipo_with_scores_float32_cannot_weigh_names_the_cause(preflight, workdi
         "preflight: error: lipo_lambda: a list scored up to 130 weighs its pairs by 2^130, beyond float32 "
         "(scores below 128 fit); rescale the scores"
     )
+
+
+# ---------------------------------------------------------------------- every config error names its key or file
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.loss", "{name: dpo, beta: abc}"], "model.loss.beta (loss 'dpo') must be a number, got 'abc'"),
+        (["--data.max_length", "0"], "data.max_length must be >= 1 (or null: no limit), got 0"),
+        (["--data.batch_size", "abc"], "data.batch_size: Expected a <class 'int'>. Got value: abc"),
+        (
+            ["--data.val", "assets/data/lists_val.jsonl"],
+            "the splits mix kinds: data.train (assets/data/val.jsonl) holds pairs; data.val "
+            "(assets/data/lists_val.jsonl) holds lists; give data.val in pairs too",
+        ),
+    ],
+)
+def test_config_errors_name_their_key(preflight, workdir, args, message):
+    result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, *args)
+    assert result.code == 2 and result.preflight_lines()[-1] == f"preflight: error: {message}"
+    assert not (workdir / "runs").exists()
+
+
+def test_list_settings_name_their_key_and_a_loss_named_then_set_keeps_its_name(preflight, workdir):
+    args = ["fit", "--config", "configs/lists.yaml", "--data.train", "assets/data/lists_val.jsonl", *QUICK_FILES]
+    result = preflight(*args, "--data.pairs_from_lists", "best")
+    assert result.code == 2 and result.preflight_lines()[-1] == (
+        "preflight: error: data.pairs_from_lists: expected one of all, best_worst, consecutive, list; got 'best'"
+    )
+    result = preflight(
+        *args, "--data.pairs_from_lists", "list", "--model.loss", "plackett_luce", "--model.loss.beta", "0.5"
+    )
+    assert result.code == 0, result.err[-2000:]
+    hparams = (workdir / "runs/lists/version_0/hparams.yaml").read_text()
+    assert "name: plackett_luce" in hparams and "beta: 0.5" in hparams
+
+
+def test_a_unpaired_run_with_a_pair_validation_file_names_the_validation_split(preflight, workdir):
+    result = preflight("fit", "--config", "configs/kto.yaml", "--data.val", "assets/data/val.jsonl")
+    assert result.code == 2 and result.preflight_lines()[-1] == (
+        "preflight: error: the splits mix kinds: data.train (assets/data/unpaired_train.jsonl) holds unpaired; "
+        "data.val (assets/data/val.jsonl) holds pairs; give data.val in unpaired too "
+        "(data.unpair: true turns pairs into unpaired rows)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "model:\n  init_args:\n    learning_rate: !!python/name:os.system\n",
+            "mine.yaml, line 3, column 20: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/name:os.system'",
+        ),
+        (
+            "model:\n  init_args:\n    learning_rate: [1, 2\n",
+            "mine.yaml, line 4, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)",
+        ),
+    ],
+)
+def test_yaml_errors_name_their_file_and_line(preflight, workdir, text, message):
+    (workdir / "mine.yaml").write_text(text)
+    result = preflight("fit", "--config", "configs/dpo.yaml", "--config", "mine.yaml", *QUICK)
+    assert result.code == 2 and result.preflight_lines()[-1] == f"preflight: error: {message}"
+
+
+def test_a_prompts_file_without_prompts_names_the_missing_prompt(workdir):
+    from preflight.datamodules.errors import PreferenceDataError
+    from preflight.rounds.prompts import read_prompts
+
+    write_jsonl(workdir / "prompts.jsonl", [{"prompt": "Hi"}, {"question": "Hello?"}])
+    with pytest.raises(PreferenceDataError) as raised:
+        read_prompts("prompts.jsonl")
+    assert str(raised.value) == (
+        "prompts.jsonl, line 2: missing field 'prompt' (the row's fields: question); a prompts file holds "
+        '{"prompt": ...} rows, pairs or lists'
+    )
+
+
+def test_a_checkpoint_write_that_fails_names_the_path_and_keeps_the_previous_one(preflight, workdir):
+    """A full disk, made here by a file-size limit on the process (RLIMIT_FSIZE: any write past it fails, as on a full
+    disk): the command ends in one line naming the checkpoint, exit 2, and the previous last.ckpt is whole."""
+    import resource
+
+    assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK).code == 0
+    last = workdir / RELATIVE_LAST
+    size = last.stat().st_size
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    args = [PREFLIGHT, "fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", "last"]
+    result = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("preflight: error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert errors[0].startswith(f"preflight: error: {last}: the checkpoint could not be written (")
+    assert errors[0].endswith("); the previous one is unchanged")
+    assert step_of(last) == 2 and last.stat().st_size == size
