@@ -34,7 +34,7 @@ from ..process_exit import close_process_group
 from ..resume import check_checkpoint_matches, checkpoint_metadata, finished_by
 from ..runs import RunLogger, latest_checkpoint, resolve_checkpoint, run_location
 from ..shipped import shipped_config
-from ..strategies import shard_over_every_process
+from ..strategies import FSDP2Strategy, as_fsdp2
 from .command import Command
 from .output import one_line
 from .suggest import did_you_mean
@@ -175,6 +175,9 @@ class PreflightCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         names = self._get(self.config, "imports")
         import_user_modules([names] if isinstance(names, str) else names)
+        trainer = self._get(self.config, "trainer")
+        if trainer is not None and trainer.get("strategy") is not None:
+            trainer["strategy"] = as_fsdp2(trainer["strategy"])  # data-parallel over every process
 
     # ------------------------------------------------------------------ the trainer
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
@@ -215,7 +218,8 @@ class PreflightCLI(LightningCLI):
             if _RICH_AVAILABLE:
                 self.trainer_defaults["callbacks"].append(StepProgressBar())
         trainer = super().instantiate_trainer(**kwargs)
-        shard_over_every_process(trainer.strategy)
+        if isinstance(trainer.strategy, FSDP2Strategy):
+            trainer.strategy.check_sizes()  # before the run folder or any process exists
         return trainer
 
     def _config_run_name(self) -> str | None:

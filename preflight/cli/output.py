@@ -56,8 +56,8 @@ def one_line(err: BaseException) -> str:
         choices = ", ".join(re.findall(r"'([^']*)'", literal.group(1)))
         text = f"expected one of {choices}; got {literal.group(2)!r}"
     key = parser_key(chain)
-    if key and not ours and key not in text:
-        text = f"{key}: {text}"  # jsonargparse names the key in an outer error only
+    if key and "." in key and not ours and key not in text:
+        text = f"{key}: {text}"  # jsonargparse names the key (data.batch_size, not just model) in an outer error only
     return text or type(chain[0]).__name__
 
 

@@ -171,8 +171,8 @@ def build_loss(spec: Any) -> PreferenceLoss:
             return _from_class_path(spec["class_path"], dict(spec.get("init_args") or {}))
         if "name" not in spec:
             raise LossConfigError(
-                f"model.loss: a mapping of settings needs the loss's 'name' (or 'class_path'), got keys {sorted(spec)}; "
-                "settings given as --model.loss.KEY replace a loss given by name alone: write "
+                f"model.loss: a mapping of settings needs the loss's 'name' (or 'class_path'), got keys "
+                f"{sorted(spec)}; settings given as --model.loss.KEY replace a loss given by name alone: write "
                 "--model.loss '{name: NAME, KEY: VALUE}'"
             )
         name = spec.pop("name")

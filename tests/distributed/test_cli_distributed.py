@@ -209,3 +209,18 @@ def test_logged_train_metrics_are_those_of_the_whole_step(tmp_path, monkeypatch)
         assert [s["global_step"] for s in seen[name]] == [1, 2, 3]
         for record in seen[name]:
             assert record["seen"] == pytest.approx(logged[name][record["global_step"]], rel=1e-6), name
+
+
+def test_fsdp2_by_name_is_data_parallel_over_every_process():
+    """``--trainer.strategy fsdp2`` (Lightning's registry): a mesh of 2 data-parallel processes by 1, where Lightning's
+    own ModelParallelStrategy defaults to 1 by 2 on one node."""
+    import lightning as L
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    import preflight.strategies  # noqa: F401  registers fsdp2, as the command does
+
+    trainer = L.Trainer(strategy="fsdp2", accelerator="cpu", devices=2, logger=False, enable_checkpointing=False)
+    strategy = trainer.strategy
+    assert type(strategy).__name__ == "FSDP2Strategy" and isinstance(strategy, ModelParallelStrategy)
+    strategy.check_sizes()
+    assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (2, 1)

@@ -55,11 +55,11 @@ def test_export_of_a_fit_checkpoint_reproduces_its_policy(preflight, workdir, ki
         "lora_adapter": ["--model.peft", "{r: 4, lora_alpha: 8}"],
     }[kind]
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.learning_rate", "0.01", *extra).code == 0
-    run = workdir / "runs" / ("dpo_lora" if "lora" in kind else "dpo")
+    run = workdir / "runs" / "dpo"  # named for its config, LoRA or not
     export_args = ["--no-merge-lora"] if kind == "lora_adapter" else []
     result = preflight("export", run, workdir / "out", *export_args)
     ckpt = run / "version_0" / "checkpoints" / "last.ckpt"
-    assert result.code == 0 and result.out.strip().endswith(f"exported {ckpt} to {workdir / 'out'}")
+    assert result.code == 0 and result.out.strip().endswith(f"exported {ckpt} (step 2) to {workdir / 'out'}")
     assert stat.S_IMODE((workdir / "out").stat().st_mode) == 0o755  # the usual mode, not mkdtemp's 0700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in (workdir / "out").iterdir())
     ids, mask = encoded()

@@ -22,14 +22,14 @@ def test_the_generation_example_shows_the_reward_of_what_the_policy_writes_risin
     result = preflight("fit", "--config", "configs/dpo_generate.yaml", "--trainer.enable_progress_bar", "false")
     assert result.code == 0, result.err[-3000:]
     generation = {
-        int(r["step"]): r for r in rows(workdir / "runs/dpo/version_0/metrics.csv") if r.get("val/gen/reward")
+        int(r["step"]): r for r in rows(workdir / "runs/dpo_generate/version_0/metrics.csv") if r.get("val/gen/reward")
     }
     assert sorted(generation) == [0, 25, 50, 75, 100, 125, 150]  # the baseline, then every 25 steps
     baseline, last = generation[0], generation[150]
     assert value(baseline, "val/gen/kl") == pytest.approx(0.0, abs=1e-6)  # the policy is still the reference
     assert value(last, "val/gen/reward") > value(baseline, "val/gen/reward") + 0.5
     assert value(last, "val/gen/win_rate") > 0.6
-    samples = rows(workdir / "runs/dpo/version_0/generations.csv")
+    samples = rows(workdir / "runs/dpo_generate/version_0/generations.csv")
     polite = [s for s in samples if int(s["step"]) == 150 and float(s["policy_reward"]) > 0]
     assert len(polite) >= 8  # the shipped writer writes replies the rule can score, not noise
 

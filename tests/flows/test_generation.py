@@ -10,7 +10,7 @@ from tests.flows.conftest import QUICK
 def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     fit = preflight("fit", "--config", "configs/dpo_generate.yaml", *QUICK)
     assert fit.code == 0, fit.err[-2000:]
-    version = workdir / "runs/dpo/version_0"
+    version = workdir / "runs/dpo_generate/version_0"
     metrics = list(csv.DictReader(open(version / "metrics.csv")))
     gen = [r for r in metrics if r.get("val/gen/reward")]
     assert gen and all(r["val/gen/win_rate"] and r["val/gen/kl"] and r["val/gen/length"] for r in gen)
@@ -19,7 +19,7 @@ def test_the_generation_config_logs_samples_and_plots_them(preflight, workdir):
     final = [r for r in table if int(r["step"]) == int(gen[-1]["step"])]
     mean_reward = sum(float(r["policy_reward"]) for r in final) / 16
     assert float(gen[-1]["val/gen/reward"]) == pytest.approx(mean_reward, abs=1e-5)
-    plot = preflight("plot", "runs/dpo")
+    plot = preflight("plot", "runs/dpo_generate")
     assert any(
         "generation.png (one panel each: val/gen/reward, val/gen/win_rate, val/gen/kl, val/gen/length)" in line
         for line in plot.preflight_lines()

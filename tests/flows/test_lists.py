@@ -42,7 +42,7 @@ def test_fit_on_lists_in_each_mode(preflight, workdir, mode, loss):
     assert f"preflight: data: train {split}, val {split}" in lines
     paths = next(line for line in lines if line.startswith("preflight: log-probs: "))
     assert "fused lm_head on" in paths and "shared prompt on (full attention)" in paths
-    logged = validation(workdir, loss)
+    logged = validation(workdir, "lists")  # the run is named for its config
     assert 0 <= logged["val/rewards/accuracies"] <= 1 and logged["val/loss"] > 0
     assert ("val/rewards/list_accuracies" in logged) == (mode == "list")
 

@@ -97,7 +97,7 @@ def test_a_loss_in_your_own_file_works_from_the_command(preflight, workdir, monk
     (workdir / "my_losses_here.py").write_text(MY_LOSSES)
     result = preflight("fit", "--config", "configs/dpo.yaml", *QUICK, *how)
     assert result.code == 0, result.err[-2000:]
-    assert (workdir / "runs" / "margin_dpo_here" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert (workdir / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_an_unknown_import_is_one_line(preflight):

@@ -55,11 +55,11 @@ def test_a_lora_run_recomputes_the_reference_for_new_data(preflight, workdir, tm
         "0.01",
     ]
     assert preflight(*common, "--data.train", a).code == 0
-    on_a = table(workdir / "runs/dpo_lora/version_0/checkpoints/last.ckpt")
+    on_a = table(workdir / "runs/dpo/version_0/checkpoints/last.ckpt")
     assert preflight(*common, "--data.train", b, "--trainer.max_steps", "4", "--ckpt_path", "last").code == 0
-    resumed = table(workdir / "runs/dpo_lora/version_0/checkpoints/last.ckpt")
+    resumed = table(workdir / "runs/dpo/version_0/checkpoints/last.ckpt")
     assert preflight(*common, "--data.train", b, "--trainer.default_root_dir", tmp_path / "fresh").code == 0
-    fresh = table(tmp_path / "fresh/dpo_lora/version_0/checkpoints/last.ckpt")
+    fresh = table(tmp_path / "fresh/dpo/version_0/checkpoints/last.ckpt")
     assert resumed["data"] == fresh["data"]
     assert torch.allclose(torch.tensor(resumed["logps"]), torch.tensor(fresh["logps"]), atol=1e-5)
     # b swaps chosen and rejected: the reference values swap columns (same base model), so they were recomputed

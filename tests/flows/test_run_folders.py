@@ -79,11 +79,12 @@ def test_resume_continues_in_the_same_folder_and_metrics_file(preflight, workdir
     assert sorted(p.name for p in (workdir / "runs/dpo/version_0/checkpoints").iterdir()) == ["last.ckpt"]
 
 
-def test_folders_follow_overrides_and_a_different_loss_is_refused_on_resume(preflight, workdir):
+def test_folders_are_named_for_the_config_and_a_different_loss_is_refused_on_resume(preflight, workdir):
+    """An override (another loss) stays in the config's folder, where --ckpt_path last finds it whatever the loss."""
     assert preflight("fit", "--config", "configs/dpo.yaml", *QUICK, "--model.loss", "ipo").code == 0
-    assert (workdir / "runs" / "ipo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
-    assert not (workdir / "runs" / "dpo").exists()
-    ipo_ckpt = workdir / "runs/ipo/version_0/checkpoints/last.ckpt"
+    assert (workdir / "runs" / "dpo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (workdir / "runs" / "ipo").exists()
+    ipo_ckpt = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
     result = preflight(
         "fit", "--config", "configs/dpo.yaml", *QUICK, "--trainer.max_steps", "3", "--ckpt_path", ipo_ckpt
     )

@@ -69,10 +69,10 @@ def test_bco_keeps_its_running_shift_in_the_checkpoint(preflight, workdir):
         *QUICK,
     )
     assert result.code == 0, result.err[-3000:]
-    (ckpt,) = (workdir / "runs/bco/version_0/checkpoints").glob("*.ckpt")
+    ckpt = workdir / "runs/kto/version_0/checkpoints/last.ckpt"  # the run is named for its config
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     assert float(state["loss_fn.reward_count"]) == 2 * 8  # every training row's reward, 2 steps of 8
-    assert logged(workdir, "bco")["train/delta"] == pytest.approx(
+    assert logged(workdir, "kto")["train/delta"] == pytest.approx(
         float(state["loss_fn.reward_sum"] / state["loss_fn.reward_count"]), abs=1e-5
     )
 
@@ -121,7 +121,7 @@ def test_the_tr_dpo_config_moves_the_reference_and_resumes_with_it(preflight, wo
     first = preflight(*common, "--trainer.max_steps", "3")
     assert first.code == 0, first.err[-3000:]
     assert "preflight: reference: moves towards the policy every 2 steps (soft, α=0.6; TR-DPO)" in first.out
-    last = workdir / "runs/dpo/version_0/checkpoints/last.ckpt"
+    last = workdir / "runs/tr/version_0/checkpoints/last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["callbacks"]["MovingReference"] == {"last_update": 2, "updates": 1}
     reference = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("reference_model.")}
