@@ -165,7 +165,7 @@ class GenerationEval(L.Callback):
         prompts = [decode(prompt) for _, prompt in mine]
         texts = [decode(sample) for sample in samples]
         batch = batch_of(samples)
-        policy_rewards = self.reward(batch, prompts, texts)
+        policy_rewards = self.reward(batch, prompts, texts, f"validation at step {pl_module.global_step}")
         rows = [
             {
                 "index": index,
@@ -184,7 +184,9 @@ class GenerationEval(L.Callback):
             log_ratio = (policy_logps - reference_logps).tolist()
             reference_completions = [self._reference_samples[index] for index, _ in mine]
             reference_texts = [decode(c) for c in reference_completions]
-            reference_rewards = self.reward(batch_of(reference_completions), prompts, reference_texts)
+            reference_rewards = self.reward(
+                batch_of(reference_completions), prompts, reference_texts, "the reference's samples"
+            )
             for k, row in enumerate(rows):
                 row.update(
                     reference_completion=reference_texts[k],

@@ -148,3 +148,63 @@ class GradNorms(Callback):
         norm = float(torch.nn.utils.get_total_norm(grads))
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": trainer.global_step + 1, "grad_norm": norm}) + "\n")
+
+
+def negative_length_reward(prompts, completions):
+    """`length_reward` turned around: a rerun that changes the reward must not mix the two in one file."""
+    return [-float(len(text)) for text in completions]
+
+
+_CALLS = {"n": 0}
+
+
+def length_reward_killed_on_third_call(prompts, completions):
+    """`length_reward`, whose process is SIGKILLed at its third call when ``PREFLIGHT_TEST_KILL`` is set: a kill
+    mid-way through a round's sampling (a rerun without the variable scores as `length_reward`)."""
+    _CALLS["n"] += 1
+    if _CALLS["n"] == 3 and os.environ.get("PREFLIGHT_TEST_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return length_reward(prompts, completions)
+
+
+def reward_returning_none(prompts, completions):
+    return None
+
+
+def reward_returning_a_scalar(prompts, completions):
+    return 1.0
+
+
+def reward_returning_strings(prompts, completions):
+    return ["good"] * len(completions)
+
+
+def reward_returning_bools(prompts, completions):
+    return [True] * len(completions)
+
+
+def reward_that_raises(prompts, completions):
+    return {}["score"]  # a KeyError in the user's own code
+
+
+class LiveModels(Callback):
+    """Writes, when training starts, how many `torch.nn.Module`s with at least one parameter of `size` elements are
+    alive in the process (by the garbage collector's view) to `path`: the models a round's fit holds in memory.
+
+    Args:
+        path: the file to write the count to.
+        size: the element count of the embedding matrix that identifies the models of interest.
+    """
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import gc
+
+        gc.collect()
+        embeddings = [
+            o for o in gc.get_objects() if isinstance(o, torch.nn.Embedding) and o.weight.numel() == self.size
+        ]
+        with open(self.path, "w") as f:
+            f.write(str(len(embeddings)))

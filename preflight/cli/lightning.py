@@ -313,6 +313,29 @@ def build_cli(
     )
 
 
+class ParseOnlyCLI(PreflightCLI):
+    """Parses and checks a ``fit`` config as the command would (keys, types, class paths), building nothing."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def validate_fit_config(path: str | Path, where: str) -> None:
+    """Refuse, in one line prefixed with `where` (``fit``: the key the config sits under), a ``preflight fit`` config
+    that does not parse: an unknown key, a value of the wrong type."""
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    try:
+        build_cli(["fit", "--config", str(path)], cli_class=ParseOnlyCLI)
+    except (ArgumentError, ValueError, TypeError) as err:
+        raise PreflightConfigError(f"{where}: {one_line(err)}{did_you_mean(str(err))}") from None
+
+
 class CommandCLI(PreflightCLI):
     """The CLI as the `preflight` command runs it: a distributed run's process group is closed as soon as the
     subcommand ends, and the process then leaves through `process_exit.leave_process` (see `preflight.process_exit`)."""

@@ -4,8 +4,9 @@ code you trust) or a reward model trained by preflight's `RewardModule`."""
 from __future__ import annotations
 
 import importlib
+import numbers
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
@@ -16,6 +17,32 @@ RewardFunction = Callable[[list[str], list[str]], Sequence[float]]
 
 class GenerationEvalError(PreflightConfigError):
     """A generation evaluation that cannot run: no reward, a module or strategy that cannot generate."""
+
+
+class RewardError(PreflightConfigError):
+    """A reward function that raised, or returned something other than one real number per completion."""
+
+
+def reward_values(returned: Any, count: int, what: str) -> list[float]:
+    """`returned` as `count` floats, or a `RewardError` naming what came back: the values a data file's scores may
+    hold (real numbers; not None, strings or bools)."""
+    if returned is None or isinstance(returned, (str, bytes, bool, int, float)) or not hasattr(returned, "__len__"):
+        raise RewardError(f"{what} returned {_shown(returned)}, not a list of {count} numbers (one per completion)")
+    if len(returned) != count:
+        raise RewardError(f"{what} returned {len(returned)} scores for {count} completions")
+    values = []
+    for k, value in enumerate(returned, start=1):
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()  # a 0-d tensor or NumPy number
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise RewardError(f"{what}: score {k} is {_shown(value)}, not a number")
+        values.append(float(value))
+    return values
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}" if value is not None else "None"
 
 
 def load_reward_function(path: str) -> RewardFunction:
@@ -92,13 +119,19 @@ class Reward:
             self.model.to(device)
             self.model.use_pad_token_id(pad_token_id)
 
-    def __call__(self, batch: dict[str, Tensor], prompts: list[str], texts: list[str]) -> list[float]:
+    def __call__(self, batch: dict[str, Tensor], prompts: list[str], texts: list[str], where: str = "") -> list[float]:
+        """One float per completion. `where` (``round 2, prompt 7``) goes into the one-line error a reward function
+        that raises, or returns anything but one real number per completion, ends with."""
         if self.function is not None:
-            scores = [float(s) for s in self.function(prompts, texts)]
-            if len(scores) != len(texts):
-                raise GenerationEvalError(
-                    f"reward {self.function_spec!r} returned {len(scores)} scores for {len(texts)} completions"
-                )
-            return scores
+            name = self.function_spec if isinstance(self.function_spec, str) else getattr(self.function, "__name__", "")
+            at = f" ({where})" if where else ""
+            try:
+                returned = self.function(prompts, texts)
+            except Exception as err:  # the user's own code: one line here, its traceback with PREFLIGHT_DEBUG=1
+                first = (str(err).strip().splitlines() or [""])[0][:200]
+                raise RewardError(
+                    f"reward {name!r}{at} raised {type(err).__name__}: {first} (PREFLIGHT_DEBUG=1 shows its traceback)"
+                ) from err
+            return reward_values(returned, len(texts), f"reward {name!r}{at}")
         device = next(self.model.parameters()).device
         return self.model.rewards({k: v.to(device) for k, v in batch.items()})[: len(texts)].tolist()

@@ -31,6 +31,7 @@ from ..generation.scoring import Reward
 from ..generation.tables import mean, win
 from ..runs import latest_checkpoint
 from .prompts import read_prompts, round_prompts
+from .record import check_or_write, initial_record, round_record
 from .samples import SamplingContext, sample_eval, sample_round, sequence_logps
 from .settings import IterateSettings
 
@@ -77,22 +78,46 @@ def run_rounds(settings: IterateSettings, log: Callable[[str], None] = print) ->
     context = SamplingContext(
         data.tokenizer, reward, device, settings.max_new_tokens, settings.temperature, settings.top_p
     )
+    check_fit_config(settings, out)
+    check_or_write(out / "rounds" / "0", initial_record(settings, prompts), 0, out)
+    for r in range(1, settings.rounds + 1):  # every round an earlier run started, before any work
+        if (out / "rounds" / str(r)).is_dir():
+            indices = round_prompts(len(prompts), r, settings.prompts_per_round)
+            check_or_write(out / "rounds" / str(r), round_record(settings, r, prompts, indices), r, out)
     initial = out / "rounds" / "0" / "policy"
     if not (initial / "config.json").is_file():
-        module = policy_module(settings, settings.model_args().get("model", "assets/tiny-llama"), device, initial=True)
-        export_module(module, initial, data.tokenizer)
-        del module
-    base = policy_module(settings, str(initial), device) if settings.eval_prompts else None
-    base_eval = evaluation(base, context, prompts, settings, out / "rounds" / "0" / "eval.jsonl")
+        write_initial_policy(settings, device, initial, data.tokenizer)
+        free_memory()
+    base_eval = evaluation_of(initial, context, prompts, settings, out / "rounds" / "0" / "eval.jsonl")
     rows = []
     for r in range(1, settings.rounds + 1):
-        rows.append(one_round(r, settings, context, prompts, base, base_eval, out, log))
+        rows.append(one_round(r, settings, context, prompts, base_eval, out, log))
         write_metrics(out / "metrics.csv", rows)
     return rows
 
 
+def write_initial_policy(settings: IterateSettings, device: torch.device, initial: Path, tokenizer) -> None:
+    module = policy_module(settings, settings.model_args().get("model", "assets/tiny-llama"), device, initial=True)
+    export_module(module, initial, tokenizer)
+
+
+def check_fit_config(settings: IterateSettings, out: Path) -> None:
+    """Round 1's fit config parsed as ``preflight fit`` parses it, without building anything: a ``--fit.*`` key or
+    value that cannot apply is refused before any sampling."""
+    import tempfile
+
+    from ..cli.lightning import validate_fit_config
+
+    initial = out / "rounds" / "0" / "policy"
+    config = fit_config(1, settings, out / "rounds" / "1", initial, initial)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        validate_fit_config(path, where="fit")
+
+
 def one_round(
-    r: int, settings: IterateSettings, context: SamplingContext, prompts: list[Any], base, base_eval, out: Path, log
+    r: int, settings: IterateSettings, context: SamplingContext, prompts: list[Any], base_eval, out: Path, log
 ) -> dict:
     folder = out / "rounds" / str(r)
     record = folder / "round.json"
@@ -103,27 +128,15 @@ def one_round(
     started = time.perf_counter()
     previous = out / "rounds" / str(r - 1) / "policy"
     row: dict[str, Any] = {"round": r}
+    indices = round_prompts(len(prompts), r, settings.prompts_per_round)
+    check_or_write(folder, round_record(settings, r, prompts, indices), r, out)
     done = folder / "samples.json"
     if done.is_file():
         row.update(json.loads(done.read_text()))
     else:
-        module = policy_module(settings, str(previous), context.device)
-        indices = round_prompts(len(prompts), r, settings.prompts_per_round)
-        row.update(
-            sample_round(
-                module,
-                context,
-                prompts,
-                indices,
-                r,
-                settings.seed,
-                settings.samples_per_prompt,
-                settings.sample_batch,
-                folder,
-            )
-        )
+        row.update(sampled_round(r, settings, context, prompts, indices, previous, folder))
         done.write_text(json.dumps(row))
-        release(module)
+        free_memory()  # the sampling policy is gone before the round's fit starts
         log(
             f"preflight: iterate: round {r}: sampled {row['samples']} completions of {row['prompts']} prompts from "
             f"{'the initial policy' if r == 1 else f'round {r - 1} policy'} (mean reward {row['sample_reward']:.3f}); "
@@ -131,11 +144,11 @@ def one_round(
             + (f", {row['single']} prompts with fewer than 2 distinct completions left out" if row["single"] else "")
         )
     trained = train_round(r, settings, folder, previous, out / "rounds" / "0" / "policy", context)
+    free_memory()  # the fit's trainer, module and optimizer state
     row["steps"] = trained
     if settings.eval_prompts:
-        policy = policy_module(settings, str(folder / "policy"), context.device)
-        mine = evaluation(policy, context, prompts, settings, folder / "eval.jsonl", base)
-        release(policy)
+        initial = out / "rounds" / "0" / "policy"
+        mine = evaluation_of(folder / "policy", context, prompts, settings, folder / "eval.jsonl", initial)
         row.update(compare(mine, base_eval))
     row["seconds"] = round(time.perf_counter() - started, 1)
     record.write_text(json.dumps(row))
@@ -171,26 +184,50 @@ def policy_module(settings: IterateSettings, spec: str, device: torch.device, in
     return module.to(device).eval()
 
 
-def release(module) -> None:
-    del module
+def free_memory() -> None:
+    """Collect what the caller no longer references (a model in a returned function's frame, a trainer's cycles) and
+    hand the GPU's cached blocks back. Models are held only in the functions that use them, so returning frees them."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def evaluation(module, context, prompts, settings: IterateSettings, path: Path, base=None) -> list[dict]:
-    """The policy's samples of the evaluation prompts (read back when `path` holds them), with the log-prob of each
-    under the initial policy `base` (for the KL estimate)."""
-    if module is None:
+def sampled_round(r, settings: IterateSettings, context, prompts, indices, previous: Path, folder: Path) -> dict:
+    """Round r's samples from π_{r−1}, which is loaded here and gone when this returns."""
+    module = policy_module(settings, str(previous), context.device)
+    return sample_round(
+        module,
+        context,
+        prompts,
+        indices,
+        r,
+        settings.seed,
+        settings.samples_per_prompt,
+        settings.sample_batch,
+        folder,
+    )
+
+
+def evaluation_of(
+    policy: Path, context, prompts, settings: IterateSettings, path: Path, initial: Path | None = None
+) -> list[dict]:
+    """The samples of the evaluation prompts by the policy at `policy` (read back when `path` holds them), with the
+    log-prob of each under the initial policy at `initial` (itself when None), for the KL estimate. Each model is
+    loaded for this alone."""
+    if not settings.eval_prompts:
         return []
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines()]
+    module = policy_module(settings, str(policy), context.device)
     rows = sample_eval(module, context, prompts, settings.eval_prompts, settings.seed + EVAL_SEED_OFFSET)
-    reference = base or module
-    initial = sequence_logps(
-        reference, reference.policy, context, [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows]
+    if initial is not None:
+        module = None
+        free_memory()
+        module = policy_module(settings, str(initial), context.device)
+    values = sequence_logps(
+        module, module.policy, context, [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows]
     )
-    for row, value in zip(rows, initial):
+    for row, value in zip(rows, values):
         row["initial_logp"] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -270,7 +307,6 @@ def train_round(
         module, steps = cli.model, cli.trainer.global_step
     export_module(module, policy, context.tokenizer)
     (folder / "trained.json").write_text(json.dumps({"steps": steps}))
-    release(module)
     return steps
 
 

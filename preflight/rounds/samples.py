@@ -88,10 +88,12 @@ def score(
     prompts: list[str],
     completions: list[list[int]],
     texts: list[str],
+    where: str = "",
 ) -> list[float]:
-    """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids)."""
+    """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids); `where`
+    names the round and prompt in a bad reward's error."""
     batch = PreferenceCollator(context.pad)(completions_as_pairs(prompt_ids, completions, context.eos))
-    return context.reward(batch, prompts, texts)
+    return context.reward(batch, prompts, texts, where)
 
 
 @torch.no_grad()
@@ -126,7 +128,12 @@ def sample_lists(
         item = tokenize_list(context.tokenizer, ListExample(i, where, prompt, written, [0.0] * len(written)))
         K = len(distinct)
         rewards = score(
-            context, [item.prompt_ids] * K, [prompt_text(context, prompt)] * K, item.completion_ids, distinct
+            context,
+            [item.prompt_ids] * K,
+            [prompt_text(context, prompt)] * K,
+            item.completion_ids,
+            distinct,
+            f"{where}, prompt {i}",
         )
         for text, value in zip(distinct, rewards):
             if not math.isfinite(value):
@@ -222,7 +229,9 @@ def sample_eval(module, context: SamplingContext, prompts: list[Any], count: int
     ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
     completions = context.sampler(seed)(model, list(zip(indices, ids)), context.eos, context.pad)
     texts = [context.text(c) for c in completions]
-    rewards = score(context, ids, [prompt_text(context, prompts[i]) for i in indices], completions, texts)
+    rewards = score(
+        context, ids, [prompt_text(context, prompts[i]) for i in indices], completions, texts, "evaluation prompts"
+    )
     logps = sequence_logps(module, model, context, ids, completions)
     return [
         {"index": i, "prompt_ids": p, "completion_ids": c, "text": t, "reward": float(r), "logp": lp}

@@ -3,6 +3,7 @@
 refusals."""
 
 import csv
+import pytest
 import json
 import os
 import subprocess
@@ -206,3 +207,122 @@ def test_lora_rounds_with_the_previous_policy_as_reference(preflight, workdir):
         assert (out / f"rounds/{r}/policy/model.safetensors").is_file()
     first, second = (AutoModelForCausalLM.from_pretrained(out / f"rounds/{r}/policy").state_dict() for r in (1, 2))
     assert max((first[k] - second[k]).abs().max().item() for k in first) > 0  # round 2 trained on
+
+
+PREFLIGHT = str(Path(sys.executable).parent / "preflight")
+
+
+def run_iterate(workdir, config) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PREFLIGHT, "iterate", "--config", str(config)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PREFLIGHT_TEST_KILL": "1"},
+    )
+
+
+def test_a_rerun_resumes_only_what_it_would_have_produced(preflight, workdir):
+    """Killed mid-way through round 1's sampling, then rerun: another samples_per_prompt, reward or initial model is
+    refused in one line naming the key and the round, leaving the sampled rows as they were; the same settings
+    resume and finish."""
+    import shutil
+
+    shutil.copytree(ROOT / "assets/tiny-llama", workdir / "model")
+    over = {"rounds": 1, "eval_prompts": 0, "sample_batch": 2}
+    killing = small_config(workdir, "k", reward="tests.helpers:length_reward_killed_on_third_call", **over)
+    config = yaml.safe_load(killing.read_text())
+    config["fit"]["model"]["init_args"]["model"] = "model"
+    killing.write_text(yaml.safe_dump(config))
+    assert run_iterate(workdir, killing).returncode == -9  # SIGKILL at the third prompt's reward (the second batch)
+    partial = workdir / "runs/k/rounds/1/completions.partial.jsonl"
+    kept = partial.read_text()
+    assert len(kept.splitlines()) == 2  # the first batch of two prompts was written before the kill
+    cases = {
+        "samples_per_prompt": (
+            {"samples_per_prompt": 4},
+            "round 1 was run with samples_per_prompt=3, this config gives 4",
+        ),
+        "reward": (
+            {"reward": "tests.helpers:negative_length_reward"},
+            "round 1 was run with reward='tests.helpers:length_reward_killed_on_third_call', this config gives "
+            "'tests.helpers:negative_length_reward'",
+        ),
+        "prompts": ({"prompts": "assets/data/train.jsonl"}, "round 1 was run with prompts_content="),
+        "temperature": ({"temperature": 0.7}, "round 1 was run with temperature=1.0, this config gives 0.7"),
+    }
+    for name, (change, message) in cases.items():
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**config, **change}))
+        result = preflight("iterate", "--config", path)
+        assert result.code == 2, name
+        (line,) = result.preflight_lines()
+        assert line.startswith(f"preflight: error: runs/k: {message}"), line
+        assert line.endswith(
+            "a rerun resumes only what it would have produced (to start over, remove runs/k or give another --out)"
+        )
+        assert partial.read_text() == kept  # nothing sampled, nothing rescored
+    config_json = workdir / "model/config.json"
+    config_json.write_text(config_json.read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05'))
+    changed = workdir / "same.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = preflight("iterate", "--config", changed)
+    assert result.code == 2 and "round 0 was run with initial_model_content=" in result.err
+    config_json.write_text(config_json.read_text().replace('"rms_norm_eps": 1e-05', '"rms_norm_eps": 1e-06'))
+    resumed = preflight("iterate", "--config", changed)  # no PREFLIGHT_TEST_KILL here: it scores as length_reward
+    assert resumed.code == 0, resumed.err[-3000:]
+    rows = read_jsonl(workdir / "runs/k/rounds/1/completions.jsonl")
+    assert [r["prompt_index"] for r in rows][:2] == [json.loads(x)["prompt_index"] for x in kept.splitlines()]
+    assert len(rows) > 2
+
+
+def test_a_fit_override_that_cannot_apply_is_refused_before_sampling(preflight, workdir):
+    config = small_config(workdir, "o", rounds=1)
+    result = preflight("iterate", "--config", config, "--fit.trainer.max_stepz", "3")
+    assert result.code == 2
+    assert result.preflight_lines() == [
+        "preflight: error: fit: Subcommand 'fit' does not accept option 'trainer.max_stepz' "
+        "(did you mean 'trainer.max_steps'?)"
+    ]
+    assert not (workdir / "runs" / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "reward, problem",
+    [
+        ("reward_returning_none", "returned None, not a list of 3 numbers (one per completion)"),
+        ("reward_returning_a_scalar", "returned float 1.0, not a list of 3 numbers (one per completion)"),
+        ("reward_returning_strings", "score 1 is str 'good', not a number"),
+        ("reward_returning_bools", "score 1 is bool True, not a number"),
+        (
+            "reward_that_raises",
+            "raised KeyError: 'score' (PREFLIGHT_DEBUG=1 shows its traceback)",
+        ),
+    ],
+)
+def test_a_reward_that_misbehaves_ends_in_one_line_naming_it_the_round_and_the_prompt(
+    preflight, workdir, reward, problem
+):
+    config = small_config(workdir, "r", rounds=1, reward=f"tests.helpers:{reward}", eval_prompts=0)
+    result = preflight("iterate", "--config", config)
+    assert result.code == 2
+    (line,) = [x for x in result.err.splitlines() if x.startswith("preflight: error")]
+    separator = " " if problem.startswith(("returned", "raised")) else ": "
+    assert line == f"preflight: error: reward 'tests.helpers:{reward}' (round 1, prompt 0){separator}{problem}"
+    assert "Traceback" not in result.err
+
+
+def test_a_rounds_fit_holds_no_model_but_the_policy_and_its_reference(preflight, workdir):
+    """The sampling policy (and the evaluation's initial policy) are freed before the round's fit: the fit sees the
+    policy and the reference copy, two models of the tiny Llama's embedding size, and no other."""
+    config = small_config(workdir, "m", rounds=1, eval_prompts=2)
+    loaded = yaml.safe_load(config.read_text())
+    count = workdir / "live.txt"
+    loaded["fit"]["trainer"]["callbacks"] = [
+        {"class_path": "tests.helpers.LiveModels", "init_args": {"path": str(count), "size": 384 * 64}}
+    ]
+    config.write_text(yaml.safe_dump(loaded))
+    result = preflight("iterate", "--config", config)
+    assert result.code == 0, result.err[-3000:]
+    assert count.read_text() == "2"
