@@ -52,11 +52,15 @@ def test_config_parses(config, monkeypatch):
 
 
 @pytest.mark.parametrize("config", OFFLINE, ids=lambda c: c.name)
-def test_offline_config_runs_one_step(config, tmp_path, monkeypatch):
+def test_offline_config_runs_one_step_and_ends_with_its_last_checkpoint(config, tmp_path, monkeypatch):
+    """One step of every shipped fit config (no validation), which ends with ``last.ckpt`` at that step, whatever the
+    config's checkpoint callbacks."""
+    import torch
+
     monkeypatch.chdir(ROOT)
-    cli = build_cli(
-        ["fit", "--config", str(config), "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path)],
-        run=True,
-    )
+    quick = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false"]
+    cli = build_cli(["fit", "--config", str(config), *quick, "--trainer.default_root_dir", str(tmp_path)], run=True)
     assert cli.trainer.state.finished
     assert cli.trainer.global_step == 1
+    (last,) = tmp_path.glob("*/version_0/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 1
