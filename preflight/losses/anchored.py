@@ -26,6 +26,10 @@ class NCAPairLoss(_AnchoredLoss):
 
     Per pair: ``−log σ(βρ_w) − ½ log σ(−βρ_w) − ½ log σ(−βρ_l)``.
     Not monotonic in ρ_w: its optimum in ρ_w is finite.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
     """
 
     monotonic = False
@@ -43,6 +47,10 @@ class BCOPairLoss(_AnchoredLoss):
 
     Per pair: ``−log σ(βρ_w) − log σ(−βρ_l)``: chosen classified as good, rejected as bad.
     This is the paper's form with its reward shift δ = 0, the same as TRL 1.16's ``bco_pair``.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
     """
 
     def compute(self, inputs: LossInputs) -> LossOutput:
@@ -56,6 +64,10 @@ class APOZeroLoss(_AnchoredLoss):
     r"""Anchored Preference Optimization, zero variant, D'Oosterlinck et al. 2024 (arXiv 2408.06266), Eq. 7.
 
     Per pair: ``1 − σ(βρ_w) + σ(βρ_l)``: raise the chosen likelihood, lower the rejected.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
     """
 
     def compute(self, inputs: LossInputs) -> LossOutput:
@@ -70,6 +82,10 @@ class APODownLoss(_AnchoredLoss):
 
     Per pair: ``σ(βρ_w) + 1 − σ(β h)``: lower both likelihoods, the rejected more.
     Not monotonic in ρ_w by design.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
     """
 
     monotonic = False

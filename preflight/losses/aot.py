@@ -35,6 +35,12 @@ class _AOTLoss(PreferenceLoss):
 class AOTLoss(_AOTLoss):
     r"""AOT (arXiv 2406.05882) for paired data: ``−log σ(β (sort(π_w − π_l) − sort(ref_w − ref_l)))`` per quantile,
     with label smoothing ε as in cDPO. π_w − π_l are the policy's log-prob differences.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
     """
 
     def compute(self, inputs: LossInputs) -> LossOutput:
@@ -51,6 +57,12 @@ class AOTLoss(_AOTLoss):
 class AOTUnpairedLoss(_AOTLoss):
     r"""AOT (arXiv 2406.05882), AOT for unpaired data: ``−log σ(β (sort(ρ_w) − sort(ρ_l)))`` per quantile (TRL's
     ``aot_unpaired``, formerly ``aot_pair``): chosen and rejected log-ratios are sorted separately.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
     """
 
     def compute(self, inputs: LossInputs) -> LossOutput:

@@ -17,6 +17,10 @@ class BradleyTerryLoss(PreferenceLoss):
     scores, m the per-pair ``margin`` (Llama 2, arXiv 2307.09288; 0 when absent) and
     c = ``center_rewards_coefficient`` (Eisenstein et al. 2023, arXiv 2312.09244; default 0)
     keeps the rewards centred at zero.
+
+    Args:
+        center_rewards_coefficient (float): c, the weight of the (r_w + r_l)² penalty that keeps the rewards centred
+            at zero. Default 0.0; range [0, ∞) (TRL suggests 0.01).
     """
 
     requires_reference = False

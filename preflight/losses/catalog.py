@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .registry import _REGISTRY, load_entry_points, loss_hyperparameters
 
@@ -20,6 +20,8 @@ class LossEntry:
     takes: str  # what data it takes: pairs of log-probs, pairs of rewards, whole lists
     papers: tuple[str, ...]
     defined_in: str
+    #: name -> its ``Args:`` entry (type, meaning, default, range), one line each
+    documented: dict[str, str] = field(default_factory=dict)
 
 
 def loss_catalog() -> list[LossEntry]:
@@ -53,9 +55,28 @@ def loss_catalog() -> list[LossEntry]:
                 takes.get(cls.input_kind, f"takes {cls.input_kind}"),
                 papers,
                 f"{cls.__module__}.{cls.__qualname__}",
+                documented_arguments(cls),
             )
         )
     return sorted(entries, key=lambda e: e.name)
+
+
+def documented_arguments(cls: type) -> dict[str, str]:
+    """The entries of the class docstring's ``Args:`` section, by name, each joined onto one line."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Args:\n((?:[ \t]+\S.*\n?)+)", doc, re.M)
+    if not match:
+        return {}
+    found: dict[str, str] = {}
+    name = None
+    for line in match.group(1).splitlines():
+        entry = re.match(r"^ {4}(\w+)( \(.*?\))?:\s*(.*)$", line)
+        if entry:
+            name = entry.group(1)
+            found[name] = f"{name}{entry.group(2) or ''}: {entry.group(3)}".strip()
+        elif name is not None:
+            found[name] += " " + line.strip()
+    return found
 
 
 def format_catalog(entries: list[LossEntry]) -> str:
@@ -65,4 +86,5 @@ def format_catalog(entries: list[LossEntry]) -> str:
         params = ", ".join(f"{k}={v}" for k, v in e.hyperparameters.items()) or "(no hyperparameters)"
         papers = ", ".join(f"arXiv:{p}" for p in e.papers) or "no paper"
         lines.append(f"{head}\n    {params}\n    {e.takes}; {e.reference}; {papers}; {e.defined_in}")
+        lines += [f"      {e.documented[k]}" for k in e.hyperparameters if k in e.documented]
     return "\n".join(lines)

@@ -71,6 +71,15 @@ class DPOLoss(PreferenceLoss):
 
     Exponents are capped at 80 so that float32 never overflows.
     Rewards for metrics: β ρ_w and β ρ_l.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
+        divergence (str): the f-divergence of f-DPO: ``reverse_kl`` (plain DPO), ``forward_kl``, ``js_divergence``
+            or ``alpha_divergence``. Default ``reverse_kl``.
+        alpha (float): α of ``alpha_divergence`` (unused by the others). Default 0.5; range (0, 1).
     """
 
     def __init__(
@@ -113,6 +122,11 @@ class RobustDPOLoss(PreferenceLoss):
     r"""Robust DPO (rDPO), Chowdhury et al. 2024 (arXiv 2403.00409): unbiased under label noise ε.
 
     Per pair: ``[−(1−ε) log σ(β h) + ε log σ(−β h)] / (1 − 2ε)``, ε ∈ [0, 0.5).
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        label_smoothing (float): ε, the label-noise rate the loss is unbiased under. Default 0.0; range [0, 0.5).
     """
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
@@ -135,6 +149,11 @@ class SigmoidNormLoss(PreferenceLoss):
 
     The DPO loss on per-token log-ratios (as TRL's ``sigmoid_norm``), so long completions
     do not dominate the margin. Lengths are clamped to at least 1.
+
+    Args:
+        beta (float): the KL strength β, on per-token log-ratios. Default 0.1; range (0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
     """
 
     requires_lengths = True
@@ -160,6 +179,12 @@ class DPOPositiveLoss(PreferenceLoss):
 
     Per pair: ``−log σ(β (h − λ · max(0, log π_ref(y_w|x) − log π_θ(y_w|x))))``, λ = ``lambda_``.
     The penalty keeps the chosen likelihood from falling below the reference's.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        lambda_ (float): λ, the weight of the penalty on the chosen log-ratio falling below the reference's. Default
+            50.0; range [0, ∞) (0 is DPO).
     """
 
     def __init__(self, beta: float = 0.1, lambda_: float = 50.0) -> None:
@@ -186,6 +211,12 @@ class LengthRegularizedDPOLoss(PreferenceLoss):
     seed Eq. 3), so the implicit reward becomes β ρ + α|y| and the Bradley-Terry margin
     gains +α(|y_w| − |y_l|). A longer chosen completion therefore already earns part of the
     margin and the policy is not pushed to grow its length to win it.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        alpha (float): α, the margin per token of length difference (the reward's −α|y|). Default 0.01; range [0, ∞)
+            (0 is DPO).
     """
 
     requires_lengths = True
@@ -210,6 +241,11 @@ class DiscoPOPLoss(PreferenceLoss):
 
     The product e^{−z}·σ(z/τ) is evaluated as exp(−z + log σ(z/τ)), which stays finite
     where e^{−z} alone would overflow (z ≪ 0 makes m vanish faster than e^{−z} grows).
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        tau (float): τ, the temperature of the modulation σ(βh/τ). Default 0.05; range (0, ∞).
     """
 
     monotonic = False
@@ -236,6 +272,12 @@ class EXOPairLoss(PreferenceLoss):
 
     Per pair: ``σ(βh)(log σ(βh) − log(1−ε)) + σ(−βh)(log σ(−βh) − log ε)``, ε > 0 (default 1e-3).
     Its minimum is at σ(βh) = 1 − ε, so it is not monotonic in h.
+
+    Args:
+        beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. Default 0.1;
+            range (0, ∞).
+        label_smoothing (float): ε of the smoothed label distribution (1−ε, ε) the model's is pulled to. Default
+            0.001; range (0, 0.5).
     """
 
     monotonic = False

@@ -20,6 +20,11 @@ class IPOLoss(PreferenceLoss):
     h' = ρ_w/|y_w| − ρ_l/|y_l| when ``length_normalize`` (default, as TRL, which confirmed
     this form with the IPO authors) and h' = h when False (as written in the paper and in
     the DPO reference code). Lengths are clamped to at least 1.
+
+    Args:
+        beta (float): β, the paper's τ: the loss pulls the margin to 1/(2β). Default 0.1; range (0, ∞).
+        length_normalize (bool): per-token log-ratios (True, as TRL) or summed ones (False, as the paper). Default
+            True.
     """
 
     monotonic = False
@@ -49,6 +54,9 @@ class HingeLoss(PreferenceLoss):
     r"""Hinge loss of SLiC / RSO, Zhao et al. 2023 (arXiv 2305.10425) and Liu et al. 2023 (arXiv 2309.06657).
 
     Per pair: ``max(0, 1 − β h)``.
+
+    Args:
+        beta (float): β: pairs whose margin β·h exceeds 1 add no loss. Default 0.1; range (0, ∞).
     """
 
     def __init__(self, beta: float = 0.1) -> None:
@@ -68,6 +76,10 @@ class SPPOHardLoss(PreferenceLoss):
     with P = 1 for the winner and 0 for the loser.
 
     Per pair: ``(ρ_w − 1/(2β))² + (ρ_l + 1/(2β))²``.
+
+    Args:
+        beta (float): β: the chosen log-ratio is pulled to 1/(2β), the rejected to −1/(2β). Default 0.1; range (0,
+            ∞).
     """
 
     monotonic = False

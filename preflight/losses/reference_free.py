@@ -33,6 +33,13 @@ class SimPOLoss(_ReferenceFree):
 
     Per pair: ``−log σ(β (avg_w − avg_l) − γ)``, defaults β = 2.0, γ = ``gamma`` = 0.5;
     with ``label_smoothing`` ε the cDPO-style smoothed form. Rewards: β·avg.
+
+    Args:
+        beta (float): β, the scale of the length-normalized reward; the paper uses 2 to 10. Default 2.0; range (0,
+            ∞).
+        gamma (float): γ, the target reward margin. Default 0.5; range [0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
     """
 
     def __init__(self, beta: float = 2.0, gamma: float = 0.5, label_smoothing: float = 0.0) -> None:
@@ -55,6 +62,13 @@ class CPOLoss(_ReferenceFree):
     Per pair: ``−log σ(β (log π_θ(y_w|x) − log π_θ(y_l|x))) + α · (−avg_w)``, α = ``alpha`` = 1.0:
     DPO with a uniform reference plus the negative log-likelihood of the chosen completion.
     Rewards: β·log π_θ (summed), as TRL's CPOTrainer logs them.
+
+    Args:
+        beta (float): β, the scale of the log-likelihood difference (a uniform reference). Default 0.1; range (0,
+            ∞).
+        alpha (float): α, the weight of the chosen completion's negative log-likelihood. Default 1.0; range [0, ∞).
+        label_smoothing (float): ε, the assumed probability that a pair's label is flipped (cDPO's smoothing).
+            Default 0.0; range [0, 0.5).
     """
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0) -> None:
@@ -93,6 +107,9 @@ class ORPOLoss(_ReferenceFree):
 
     Per pair: ``−avg_w + β · (−log σ(lo(avg_w) − lo(avg_l)))``, lo(a) = a − log(1 − e^a);
     β is the paper's λ (default 0.1). Rewards: β·avg, as TRL's ORPOTrainer logs them.
+
+    Args:
+        beta (float): β, the paper's λ: the weight of the odds-ratio term beside the NLL. Default 0.1; range (0, ∞).
     """
 
     def __init__(self, beta: float = 0.1) -> None:

@@ -29,6 +29,10 @@ class WeightedLoss(PreferenceLoss):
     ``terms`` is a list of mappings ``{name, weight, **hyperparameters}`` (weight defaults
     to 1). The sum needs the union of what its terms need; its rewards are those of the
     first term that has rewards; each term's mean loss is reported as ``<name>_loss``.
+
+    Args:
+        terms (list[dict]): the losses summed, each ``{name, weight, **hyperparameters}`` (``weight`` defaults to
+            1); at least one. Default None (required).
     """
 
     monotonic = False  # monotonic only when every term is; checked per term instead

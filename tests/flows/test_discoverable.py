@@ -88,3 +88,29 @@ def test_the_command_output_is_about_the_run(preflight):
     everything = result.out + result.err
     assert "Tip" not in everything and "litlogger" not in everything
     assert "deprecated" not in everything.lower()
+
+
+def test_every_loss_hyperparameter_is_documented_and_shown_with_its_default(preflight):
+    """Each hyper-parameter of each registered loss has an ``Args:`` entry (LightningCLI's --help and `preflight
+    losses` show it), and `preflight losses` prints it under the loss."""
+    import inspect
+
+    from preflight.losses.catalog import documented_arguments
+    from preflight.losses.registry import loss_hyperparameters
+
+    classes = {id(loss_class(n)): loss_class(n) for n in available_losses()}.values()
+    missing = [
+        f"{cls.__name__}.{name}"
+        for cls in classes
+        for name, p in loss_hyperparameters(cls).items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        and name not in documented_arguments(cls)
+    ]
+    assert missing == []
+    lines = preflight("losses").out.splitlines()
+    at = lines.index("dpo (aliases: sigmoid)")
+    assert lines[at + 3] == (
+        "      beta (float): the KL strength β of the implicit reward β·log(π_θ/π_ref), typically 0.1 to 0.5. "
+        "Default 0.1; range (0, ∞)."
+    )
+    assert lines[at + 6].startswith("      alpha (float): α of ``alpha_divergence``")
