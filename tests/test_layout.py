@@ -93,3 +93,17 @@ def test_what_the_documented_commands_write_in_a_checkout_is_ignored_by_git():
     paths = ["runs/dpo/version_0/metrics.csv", "experiments/bandit/bandit.csv", "out/dpo-model/config.json"]
     ignored = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == paths
+
+
+def test_the_callbacks_users_add_are_importable_from_preflight_callbacks():
+    import lightning as L
+
+    import preflight.callbacks as callbacks
+
+    for name in ("GenerationEval", "HFExport", "MovingReference", "PrecomputedReference", "SaveOnInterrupt"):
+        assert issubclass(getattr(callbacks, name), L.Callback), name
+    from preflight.callbacks import SaveFinalWeights, ValidateFinalWeights  # what the command adds to every fit
+
+    assert issubclass(SaveFinalWeights, L.Callback) and issubclass(ValidateFinalWeights, L.Callback)
+    with pytest.raises(AttributeError):
+        callbacks.FitSummary  # noqa: B018  the command's own, in preflight.cli.reporting

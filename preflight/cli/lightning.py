@@ -23,7 +23,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from ..callbacks import FitSummary, SaveFinalWeights, SaveOnInterrupt, StepProgressBar, ValidateFinalWeights
+from ..final_weights import SaveFinalWeights, ValidateFinalWeights
+from ..interrupts import SaveOnInterrupt
+from .reporting import FitSummary, StepProgressBar
 from ..checkpointing import AtomicCheckpointIO
 from ..datamodules import PreferenceDataModule
 from ..errors import PreflightConfigError

@@ -15,7 +15,7 @@ import traceback
 from jsonargparse import ArgumentError
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..callbacks import Interrupted
+from ..interrupts import Interrupted
 from ..errors import PreflightConfigError
 from ..modules import NonFiniteError
 from ..process_exit import closed_a_process_group, leave_process

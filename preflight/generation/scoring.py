@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import numbers
 from pathlib import Path
+from collections.abc import Sized
 from typing import Any, Callable, Sequence
 
 from torch import Tensor
@@ -26,7 +27,7 @@ class RewardError(PreflightConfigError):
 def reward_values(returned: Any, count: int, what: str) -> list[float]:
     """`returned` as `count` floats, or a `RewardError` naming what came back: the values a data file's scores may
     hold (real numbers; not None, strings or bools)."""
-    if returned is None or isinstance(returned, (str, bytes, bool, int, float)) or not hasattr(returned, "__len__"):
+    if returned is None or isinstance(returned, (str, bytes, bool, int, float)) or not isinstance(returned, Sized):
         raise RewardError(f"{what} returned {_shown(returned)}, not a list of {count} numbers (one per completion)")
     if len(returned) != count:
         raise RewardError(f"{what} returned {len(returned)} scores for {count} completions")
@@ -123,7 +124,7 @@ class Reward:
         """One float per completion. `where` (``round 2, prompt 7``) goes into the one-line error a reward function
         that raises, or returns anything but one real number per completion, ends with."""
         if self.function is not None:
-            name = self.function_spec if isinstance(self.function_spec, str) else getattr(self.function, "__name__", "")
+            name = self.function_spec if isinstance(self.function_spec, str) else "the reward function"
             at = f" ({where})" if where else ""
             try:
                 returned = self.function(prompts, texts)
