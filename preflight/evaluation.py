@@ -32,10 +32,11 @@ from .generation.scoring import (
     GenerationEvalError,
     Reward,
     RewardFunction,
-    completions_as_pairs,
+    completions_as_groups,
     load_reward_function,
 )
 from .generation.tables import gather_rows, log_values, summarize, write_generations
+from .policy import Policy
 
 __all__ = ["GenerationEval", "GenerationEvalError", "RewardFunction", "load_reward_function"]
 
@@ -152,14 +153,20 @@ class GenerationEval(L.Callback):
         return [(i, list(data[i].prompt_ids)) for i in range(min(self.num_prompts, len(data)))]
 
     def _score(self, pl_module, mine: list[Prompt], samples, tokenizer, reference) -> list[dict[str, Any]]:
-        """One row per prompt: the texts, the rewards, and log π_θ(y|x) − log π_ref(y|x) of the policy's sample."""
-        collate = pl_module.trainer.datamodule.collator
+        """One row per prompt: the texts, the rewards, and log π_θ(y|x) − log π_ref(y|x) of the policy's sample (each
+        completion a group of one: one row, where a pair would compute it twice)."""
+        from .datamodules.collate import ListCollator
+
         eos = tokenizer.eos_token_id
+        pad = pl_module.trainer.datamodule.collator.pad_token_id
         indices, prompt_ids = [i for i, _ in mine], [prompt for _, prompt in mine]
 
-        def batch_of(completions):  # each completion as both rows of a pair: the documented batch
-            pairs = completions_as_pairs(prompt_ids, completions, eos, indices)
-            return {k: v.to(pl_module.device) for k, v in collate(pairs).items()}
+        def groups_of(completions):
+            return completions_as_groups(prompt_ids, completions, eos, indices)
+
+        def batch_of(completions):
+            batch = ListCollator(pad, mode="list")(groups_of(completions))
+            return {k: v.to(pl_module.device) for k, v in batch.items()}
 
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         prompts = [decode(prompt) for _, prompt in mine]
@@ -177,11 +184,11 @@ class GenerationEval(L.Callback):
             for k, ((index, _), sample) in enumerate(zip(mine, samples))
         ]
         if reference is not None:
-            B = len(mine)
-            policy_logps = pl_module.completion_logps(pl_module.policy, batch)[:B]
+            groups = groups_of(samples)
+            policy_logps = Policy(pl_module.policy, tokenizer, pl_module.logps).logps(groups)
             with reference() as model:
-                reference_logps = pl_module.completion_logps(model, batch)[:B]
-            log_ratio = (policy_logps - reference_logps).tolist()
+                reference_logps = Policy(model, tokenizer, pl_module.logps).logps(groups)
+            log_ratio = [mine_[0] - theirs[0] for mine_, theirs in zip(policy_logps, reference_logps)]
             reference_completions = [self._reference_samples[index] for index, _ in mine]
             reference_texts = [decode(c) for c in reference_completions]
             reference_rewards = self.reward(

@@ -20,12 +20,15 @@ from .wrapped import is_peft
 MODULE_KEY = "preflight_module"
 
 
-def trained_model(module: L.LightningModule) -> torch.nn.Module:
+def trained_model(module: L.LightningModule | torch.nn.Module) -> torch.nn.Module:
+    """The model a module trains (a `PreferenceModule`'s policy, a `RewardModule`'s model), or a model itself."""
     if isinstance(module, PreferenceModule):
         return module.policy
     if isinstance(module, RewardModule):
         return module.model
-    raise TypeError(f"cannot export {type(module).__name__}: expected a PreferenceModule or RewardModule")
+    if not isinstance(module, L.LightningModule) and hasattr(module, "save_pretrained"):
+        return module
+    raise TypeError(f"cannot export {type(module).__name__}: expected a PreferenceModule, a RewardModule or a model")
 
 
 def export_module(

@@ -80,15 +80,15 @@ def load_reward_model(spec: str):
     return module.eval().requires_grad_(False)
 
 
-def completions_as_pairs(
+def completions_as_groups(
     prompts: list[list[int]], completions: list[list[int]], eos: int, indices: list[int] | None = None
 ) -> list:
-    """Each sampled completion as both rows of a pair after its prompt (an empty one as the EOS token): the documented
-    batch, once collated, that a reward model scores and the log-prob engine reads, for samples without a partner."""
-    from ..datamodules.tokenization import TokenizedPair
+    """Each sampled completion as a group of one after its prompt (an empty one as the EOS token): what a reward model
+    scores and the log-prob engine reads for samples without a partner, one row each."""
+    from ..datamodules.tokenization import TokenizedList
 
     indices = range(len(prompts)) if indices is None else indices
-    return [TokenizedPair(i, p, c or [eos], c or [eos]) for i, p, c in zip(indices, prompts, completions)]
+    return [TokenizedList(i, p, [c or [eos]], [0.0]) for i, p, c in zip(indices, prompts, completions)]
 
 
 class Reward:

@@ -32,22 +32,14 @@ from ..generation.tables import mean, win
 from ..runs import latest_checkpoint
 from .prompts import read_prompts, round_prompts
 from .record import check_or_write, initial_record, round_record
+from ..logps import LogpsSettings, RowPacking
+from ..policy import Policy
 from .samples import SamplingContext, sample_eval, sample_round, sequence_logps
 from .settings import IterateSettings
 
 EVAL_SEED_OFFSET = 1_000_000  # the evaluation prompts' sampler seed, apart from every round's
-#: `PreferenceModule` settings a sampling model takes from the fit config: how it loads, and its log-prob paths
-MODEL_KEYS = (
-    "trust_remote_code",
-    "model_dtype",
-    "attn_implementation",
-    "fused_lm_head",
-    "shared_prompt",
-    "padding_free",
-    "max_tokens_per_row",
-    "dense_mask_max_length",
-    "lm_head_chunk_size",
-)
+#: the fit config's `PreferenceModule` settings that are `LogpsSettings` fields: a `Policy` computes log-probs alike
+LOGPS_KEYS = ("fused_lm_head", "shared_prompt", "padding_free", "dense_mask_max_length", "lm_head_chunk_size")
 #: data settings that change how text becomes ids (the rest are the fit's business)
 TOKENIZER_KEYS = ("tokenizer", "chat_template", "trust_remote_code")
 METRICS = (
@@ -86,7 +78,7 @@ def run_rounds(settings: IterateSettings, log: Callable[[str], None] = print) ->
             check_or_write(out / "rounds" / str(r), round_record(settings, r, prompts, indices), r, out)
     initial = out / "rounds" / "0" / "policy"
     if not (initial / "config.json").is_file():
-        write_initial_policy(settings, device, initial, data.tokenizer)
+        write_initial_policy(settings, context, initial)
         free_memory()
     base_eval = evaluation_of(initial, context, prompts, settings, out / "rounds" / "0" / "eval.jsonl")
     rows = []
@@ -96,9 +88,9 @@ def run_rounds(settings: IterateSettings, log: Callable[[str], None] = print) ->
     return rows
 
 
-def write_initial_policy(settings: IterateSettings, device: torch.device, initial: Path, tokenizer) -> None:
-    module = policy_module(settings, settings.model_args().get("model", "assets/tiny-llama"), device, initial=True)
-    export_module(module, initial, tokenizer)
+def write_initial_policy(settings: IterateSettings, context: SamplingContext, initial: Path) -> None:
+    spec = settings.model_args().get("model", "assets/tiny-llama")
+    load_policy(settings, spec, context, initial=True).export(initial)
 
 
 def check_fit_config(settings: IterateSettings, out: Path) -> None:
@@ -170,18 +162,23 @@ def round_line(row: dict, settings: IterateSettings, resumed: bool = False) -> s
     return text + f" ({row['seconds']} s)"
 
 
-def policy_module(settings: IterateSettings, spec: str, device: torch.device, initial: bool = False):
-    """A `PreferenceModule` holding the policy at `spec` (no reference), with the fit config's load and log-prob
-    path settings, in eval mode on `device`: it samples, and its engine computes the log-probs."""
-    from ..modules import PreferenceModule
-
+def load_policy(settings: IterateSettings, spec: str, context: SamplingContext, initial: bool = False) -> Policy:
+    """The policy at `spec` as a `Policy` (no training module, no reference), with the fit config's load and log-prob
+    path settings, in eval mode on the sampling device."""
     args = settings.model_args()
-    kwargs = {k: args[k] for k in MODEL_KEYS if k in args}
-    if initial and "init_seed" in args:
-        kwargs["init_seed"] = args["init_seed"]  # a config-only folder is built with these random weights
-    module = PreferenceModule(spec, loss="sft", reference="none", **kwargs)
-    module.configure_model()
-    return module.to(device).eval()
+    return Policy.load(
+        spec,
+        context.tokenizer,
+        device=context.device,
+        logps=LogpsSettings(
+            **{k: args[k] for k in LOGPS_KEYS if k in args},
+            packing=RowPacking.from_max_tokens(args.get("max_tokens_per_row")),
+        ),
+        trust_remote_code=bool(args.get("trust_remote_code", False)),
+        init_seed=int(args.get("init_seed", 0)) if initial else 0,
+        dtype=args.get("model_dtype"),
+        attn_implementation=args.get("attn_implementation"),
+    )
 
 
 def free_memory() -> None:
@@ -194,9 +191,9 @@ def free_memory() -> None:
 
 def sampled_round(r, settings: IterateSettings, context, prompts, indices, previous: Path, folder: Path) -> dict:
     """Round r's samples from π_{r−1}, which is loaded here and gone when this returns."""
-    module = policy_module(settings, str(previous), context.device)
+    policy = load_policy(settings, str(previous), context)
     return sample_round(
-        module,
+        policy,
         context,
         prompts,
         indices,
@@ -218,15 +215,13 @@ def evaluation_of(
         return []
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines()]
-    module = policy_module(settings, str(policy), context.device)
-    rows = sample_eval(module, context, prompts, settings.eval_prompts, settings.seed + EVAL_SEED_OFFSET)
+    sampler = load_policy(settings, str(policy), context)
+    rows = sample_eval(sampler, context, prompts, settings.eval_prompts, settings.seed + EVAL_SEED_OFFSET)
     if initial is not None:
-        module = None
+        sampler = None
         free_memory()
-        module = policy_module(settings, str(initial), context.device)
-    values = sequence_logps(
-        module, module.policy, context, [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows]
-    )
+        sampler = load_policy(settings, str(initial), context)
+    values = sequence_logps(sampler, context, [r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows])
     for row, value in zip(rows, values):
         row["initial_logp"] = value
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """One round's data: N completions per prompt sampled from the current policy, scored, and written as a list file
 (``completions.jsonl``: prompt, completions, scores, the sampling policy's log-probs), resumably.
 
-Sampling goes through `generation.sampling.SeededSampler` (its ``many``: one prompt's N completions in one batch,
-seeded by the round and the prompt), scoring through `generation.scoring.Reward`, and the log-probs through the
-policy's `PreferenceModule` engine on the data module's tokenization of the written texts, as K-segment rows: the
+Sampling goes through `preflight.policy.Policy.sample` (one prompt's N completions in one batch, seeded by the round
+and the prompt), scoring through `generation.scoring.Reward`, and the log-probs through `Policy.logps` on the data
+module's tokenization of the written texts, as K-segment rows: the
 stored value of a completion is Σ_t log π(y_t | x, y_<t) of exactly the ids a fit on the file trains on (before
 ``max_length`` truncation), whatever engine sampled it.
 """
@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from ..datamodules.collate import ListCollator, PreferenceCollator
+from ..datamodules.collate import ListCollator
 from ..datamodules.formats import ListExample
-from ..datamodules.tokenization import TokenizedList, prompt_token_ids, tokenize_list
+from ..datamodules.tokenization import prompt_token_ids, tokenize_list
 from ..errors import PreflightConfigError
-from ..generation.sampling import SeededSampler
-from ..generation.scoring import completions_as_pairs
+from ..generation.scoring import completions_as_groups
+from ..policy import Policy
 
 
 class RoundError(PreflightConfigError):
@@ -60,8 +60,14 @@ class SamplingContext:
     def pad(self) -> int:
         return self.tokenizer.pad_token_id
 
-    def sampler(self, seed: int) -> SeededSampler:
-        return SeededSampler(self.max_new_tokens, self.temperature, seed, top_p=self.top_p)
+    def sampling(self, seed: int) -> dict[str, Any]:
+        """`Policy.sample`'s settings for one sampling pass seeded by `seed`."""
+        return {
+            "seed": seed,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
 
     def text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -90,35 +96,28 @@ def score(
     texts: list[str],
     where: str = "",
 ) -> list[float]:
-    """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids); `where`
-    names the round and prompt in a bad reward's error."""
-    batch = PreferenceCollator(context.pad)(completions_as_pairs(prompt_ids, completions, context.eos))
+    """The reward of each completion (`Reward`: the function on the texts, or the reward model on the ids, each
+    completion a group of one after its prompt); `where` names the round and prompt in a bad reward's error."""
+    batch = ListCollator(context.pad, mode="list")(completions_as_groups(prompt_ids, completions, context.eos))
     return context.reward(batch, prompts, texts, where)
 
 
-@torch.no_grad()
-def list_logps(module, model, context: SamplingContext, items: list[TokenizedList]) -> list[list[float]]:
-    """Each list's completions' summed log-probs under `model` (K-segment rows through `module`'s engine)."""
-    batch = {k: v.to(context.device) for k, v in ListCollator(context.pad, mode="list")(items).items()}
-    flat = module.completion_logps(model, batch).tolist()
-    out, at = [], 0
-    for item in items:
-        out.append(flat[at : at + len(item.completion_ids)])
-        at += len(item.completion_ids)
-    return out
-
-
 def sample_lists(
-    module, context: SamplingContext, prompts: list[Any], indices: list[int], round_: int, seed: int, n: int, where: str
+    policy: Policy,
+    context: SamplingContext,
+    prompts: list[Any],
+    indices: list[int],
+    round_: int,
+    seed: int,
+    n: int,
+    where: str,
 ) -> list[dict]:
-    """For each prompt index: n completions from `module.policy`, their distinct texts with how often each was
-    drawn (``counts``), their rewards (``scores``) and, where there are at least two, their log-probs. The reward
-    model and the log-probs read the ids the data module makes of the written row (EOS appended), so the file
-    scores and trains the same sequences."""
-    model = module.policy
-    sampler = context.sampler(round_seed(seed, round_))
+    """For each prompt index: n completions from `policy`, their distinct texts with how often each was drawn
+    (``counts``), their rewards (``scores``) and, where there are at least two, their log-probs. The reward model and
+    the log-probs read the ids the data module makes of the written row (EOS appended), so the file scores and
+    trains the same sequences."""
     ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
-    drawn = sampler.many(model, list(zip(indices, ids)), n, context.eos, context.pad)
+    drawn = policy.sample(ids, n, indices=indices, **context.sampling(round_seed(seed, round_)))
     rows, items = [], []
     for i, completions in zip(indices, drawn):
         prompt = prompts[i]
@@ -147,7 +146,7 @@ def sample_lists(
         items.append(item)
     listed = [(row, item) for row, item in zip(rows, items) if len(row["completions"]) >= 2]
     if listed:
-        for (row, _), logps in zip(listed, list_logps(module, model, context, [item for _, item in listed])):
+        for (row, _), logps in zip(listed, policy.logps([item for _, item in listed])):
             row["logps"] = logps
     return rows
 
@@ -166,7 +165,7 @@ def read_done(path: Path) -> list[dict]:
 
 
 def sample_round(
-    module,
+    policy: Policy,
     context: SamplingContext,
     prompts: list[Any],
     indices: list[int],
@@ -185,9 +184,8 @@ def sample_round(
         f.writelines(json.dumps(row) + "\n" for row in done)
     seen = {row["prompt_index"] for row in done}
     todo = [i for i in indices if i not in seen]
-    module.policy.eval()
     for start in range(0, len(todo), batch):
-        rows = sample_lists(module, context, prompts, todo[start : start + batch], round_, seed, n, f"round {round_}")
+        rows = sample_lists(policy, context, prompts, todo[start : start + batch], round_, seed, n, f"round {round_}")
         with open(partial, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
             f.flush()
@@ -220,30 +218,25 @@ def sample_round(
 
 
 @torch.no_grad()
-def sample_eval(module, context: SamplingContext, prompts: list[Any], count: int, seed: int) -> list[dict]:
-    """One completion from `module.policy` for each of the first `count` prompts (the same seed for every policy):
-    prompt ids, completion ids (with their EOS), text, reward and log-prob under the policy."""
-    model = module.policy
-    model.eval()
+def sample_eval(policy: Policy, context: SamplingContext, prompts: list[Any], count: int, seed: int) -> list[dict]:
+    """One completion from `policy` for each of the first `count` prompts (the same seed for every policy): prompt
+    ids, completion ids (with their EOS), text, reward and log-prob under the policy."""
     indices = list(range(min(count, len(prompts))))
     ids = [prompt_token_ids(context.tokenizer, prompts[i]) for i in indices]
-    completions = context.sampler(seed)(model, list(zip(indices, ids)), context.eos, context.pad)
+    completions = [c[0] for c in policy.sample(ids, 1, indices=indices, **context.sampling(seed))]
     texts = [context.text(c) for c in completions]
     rewards = score(
         context, ids, [prompt_text(context, prompts[i]) for i in indices], completions, texts, "evaluation prompts"
     )
-    logps = sequence_logps(module, model, context, ids, completions)
+    logps = sequence_logps(policy, context, ids, completions)
     return [
         {"index": i, "prompt_ids": p, "completion_ids": c, "text": t, "reward": float(r), "logp": lp}
         for i, p, c, t, r, lp in zip(indices, ids, completions, texts, rewards, logps)
     ]
 
 
-@torch.no_grad()
-def sequence_logps(module, model, context: SamplingContext, prompt_ids, completions) -> list[float]:
-    """log π(y|x) of each sampled completion's own ids (with its EOS), as `GenerationEval` estimates KL."""
-    if not prompt_ids:
-        return []
-    pairs = completions_as_pairs(prompt_ids, completions, context.eos)
-    batch = {k: v.to(context.device) for k, v in PreferenceCollator(context.pad)(pairs).items()}
-    return module.completion_logps(model, batch)[: len(pairs)].tolist()
+def sequence_logps(policy: Policy, context: SamplingContext, prompt_ids, completions) -> list[float]:
+    """log π(y|x) of each sampled completion's own ids (with its EOS), each a group of one, as `GenerationEval`
+    estimates KL."""
+    groups = completions_as_groups(prompt_ids, completions, context.eos)
+    return [values[0] for values in policy.logps(groups)]

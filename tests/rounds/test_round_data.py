@@ -13,7 +13,7 @@ from preflight.datamodules.tokenization import tokenize_list
 from preflight.generation.sampling import SeededSampler
 from preflight.generation.scoring import Reward
 from preflight.rewards import politeness
-from preflight.rounds.loop import policy_module
+from preflight.rounds.loop import load_policy
 from preflight.rounds.prompts import read_prompts, round_prompts
 from preflight.rounds.samples import RoundError, SamplingContext, sample_round
 from preflight.rounds.settings import IterateSettings
@@ -25,16 +25,16 @@ PROMPTS = ROOT / "assets" / "data" / "val.jsonl"
 
 @pytest.fixture(scope="module")
 def sampling(tmp_path_factory):
-    """The shipped tiny model (seeded random weights) saved as a policy folder, its module and a sampling context."""
+    """The shipped tiny model (seeded random weights) saved as a policy folder, its `Policy` and a sampling context."""
     folder = tmp_path_factory.mktemp("policy")
     settings = IterateSettings(reward="preflight.rewards:politeness")
-    module = policy_module(settings, "assets/tiny-llama", torch.device("cpu"), initial=True)
     data = PreferenceDataModule("assets/tokenizer")
-    module.policy.save_pretrained(folder)
     reward = Reward("preflight.rewards:politeness")
     reward.load()
     context = SamplingContext(data.tokenizer, reward, torch.device("cpu"), 24, 1.0, 1.0)
-    return module, context, folder
+    policy = load_policy(settings, "assets/tiny-llama", context, initial=True)
+    policy.model.save_pretrained(folder)
+    return policy, context, folder
 
 
 def rows_of(path):
