@@ -106,4 +106,15 @@ def test_the_callbacks_users_add_are_importable_from_preflight_callbacks():
 
     assert issubclass(SaveFinalWeights, L.Callback) and issubclass(ValidateFinalWeights, L.Callback)
     with pytest.raises(AttributeError):
-        callbacks.FitSummary  # noqa: B018  the command's own, in preflight.cli.reporting
+        callbacks.FitSummary  # noqa: B018  the command's own, in preflight.reporting
+
+
+def test_iterate_trains_through_preflight_train_not_the_command():
+    """`preflight iterate` runs each round's fit through `preflight.train.fit`, as the command does, and imports
+    nothing from the command's package."""
+    import re
+
+    for path in sorted((PACKAGE / "rounds").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"from \.\.cli\b|import preflight\.cli|from preflight\.cli", text), path.name
+    assert "from ..train import fit" in (PACKAGE / "rounds" / "loop.py").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import PreflightConfigError
 from ..losses.registry import build_loss, load_entry_points
 from .command import ArgparseCommand
-from .imports import import_user_modules
+from ..user_imports import import_user_modules
 from .settings_flags import add_settings_arguments, settings_from
 
 

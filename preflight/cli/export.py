@@ -6,7 +6,7 @@ import argparse
 
 from ..runs import resolve_checkpoint
 from .command import ArgparseCommand
-from .imports import import_user_modules
+from ..user_imports import import_user_modules
 
 
 class ExportCommand(ArgparseCommand):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .command import ArgparseCommand
-from .imports import import_user_modules
+from ..user_imports import import_user_modules
 
 
 class LossesCommand(ArgparseCommand):

@@ -24,7 +24,8 @@ from .copy_config import CopyConfigCommand
 from .experiment import ExperimentCommand
 from .export import ExportCommand
 from .iterate import IterateCommand
-from .lightning import SUBCOMMANDS, TrainingCommand
+from ..train import SUBCOMMANDS
+from .lightning import TrainingCommand
 from .losses import LossesCommand
 from .output import (
     EXIT_CONFIG_ERROR,

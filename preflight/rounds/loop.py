@@ -26,10 +26,10 @@ import torch
 import yaml
 
 from ..datamodules import PreferenceDataModule
-from ..export import export_module, module_from_checkpoint
+from ..export import export_module
+from ..train import fit, validate_fit_config
 from ..generation.scoring import Reward
 from ..generation.tables import mean, win
-from ..runs import latest_checkpoint
 from .prompts import read_prompts, round_prompts
 from .record import check_or_write, initial_record, round_record
 from ..logps import LogpsSettings, RowPacking
@@ -97,8 +97,6 @@ def check_fit_config(settings: IterateSettings, out: Path) -> None:
     """Round 1's fit config parsed as ``preflight fit`` parses it, without building anything: a ``--fit.*`` key or
     value that cannot apply is refused before any sampling."""
     import tempfile
-
-    from ..cli.lightning import validate_fit_config
 
     initial = out / "rounds" / "0" / "policy"
     config = fit_config(1, settings, out / "rounds" / "1", initial, initial)
@@ -282,27 +280,17 @@ def fit_config(r: int, settings: IterateSettings, folder: Path, previous: Path, 
 def train_round(
     r: int, settings: IterateSettings, folder: Path, previous: Path, initial: Path, context: SamplingContext
 ) -> int:
-    """Round r's fit (resumed from its ``last.ckpt`` where there is one) and its policy exported to
-    ``folder/policy``; returns the step it trained to."""
-    from ..cli.lightning import PreflightCLI, build_cli
-
+    """Round r's fit, through `preflight.train.fit` as ``preflight fit`` runs it (resumed from its ``last.ckpt``
+    where there is one), and its policy exported to ``folder/policy``; returns the step it trained to."""
     policy = folder / "policy"
-    checkpoints = folder / "checkpoints"
     if (policy / "config.json").is_file():
         return int(json.loads((folder / "trained.json").read_text())["steps"])
     path = folder / "fit.yaml"
     path.write_text(yaml.safe_dump(fit_config(r, settings, folder, previous, initial), sort_keys=False))
-    cli = build_cli(
-        ["fit", "--config", str(path), "--run_name", "train", "--ckpt_path", "last"], cli_class=PreflightCLI
-    )
-    if getattr(cli, "nothing_to_train", False):  # the checkpoint had reached the end: its weights are π_r
-        module, checkpoint = module_from_checkpoint(latest_checkpoint(folder / "train", [checkpoints]))
-        steps = int(checkpoint.get("global_step") or 0)
-    else:
-        module, steps = cli.model, cli.trainer.global_step
-    export_module(module, policy, context.tokenizer)
-    (folder / "trained.json").write_text(json.dumps({"steps": steps}))
-    return steps
+    result = fit(["--config", str(path), "--run_name", "train", "--ckpt_path", "last"])
+    export_module(result.module, policy, context.tokenizer)
+    (folder / "trained.json").write_text(json.dumps({"steps": result.steps}))
+    return result.steps
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

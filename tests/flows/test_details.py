@@ -6,7 +6,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from preflight import PreferenceDataModule, PreferenceModule, RewardModule
-from preflight.cli.reporting import StepProgressBar
+from preflight.reporting import StepProgressBar
 from preflight.testing import check_loss
 from tests.conftest import TINY_MODEL, TOKENIZER, VAL
 from tests.helpers import quiet_trainer, tiny_causal_lm

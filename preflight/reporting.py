@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
-from ..final_weights import SaveFinalWeights
+from .final_weights import SaveFinalWeights
 
 
 class FitSummary(L.Callback):

@@ -10,7 +10,7 @@ import re
 
 from lightning import Trainer
 
-from ..datamodules import PreferenceDataModule
+from .datamodules import PreferenceDataModule
 
 TOP_LEVEL = ("seed_everything", "model", "data", "trainer", "ckpt_path", "run_name", "imports", "config")
 UNKNOWN_KEY = (
@@ -27,7 +27,7 @@ def parameters(cls: type) -> list[str]:
 
 def known_keys() -> list[str]:
     """Every dotted key a training command takes (the module's under both ``model.`` and ``model.init_args.``)."""
-    from ..modules import PreferenceModule, RewardModule
+    from .modules import PreferenceModule, RewardModule
 
     keys = list(TOP_LEVEL)
     keys += [f"trainer.{name}" for name in parameters(Trainer)]
