@@ -88,3 +88,14 @@ class PreferenceMetrics(nn.Module):
                 values[f"{self.stage}/{key.replace('__', '/')}"] = value
             metric.reset()
         return values
+
+
+def best_of_k_accuracy(rewards: Tensor, scores: Tensor, mask: Tensor) -> Tensor:
+    """Per list [B] (rows [B, K], padding False in `mask`): 1.0 where a best-scored completion gets a strictly higher
+    reward than every other completion of its list, else 0.0 (RewardBench 2's best-of-4: one chosen against three
+    rejected, a tie counts as wrong)."""
+    top = torch.where(mask, scores, float("-inf")).amax(-1, keepdim=True)
+    best = mask & (scores == top)
+    best_reward = torch.where(best, rewards, float("-inf")).amax(-1)
+    other_reward = torch.where(mask & ~best, rewards, float("-inf")).amax(-1)
+    return (best_reward > other_reward).float()

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from ..losses import LossOutput, PreferenceLoss, build_loss
-from ..metrics import PreferenceMetrics
+from ..metrics import PreferenceMetrics, best_of_k_accuracy
 
 log = logging.getLogger("preflight")
 Scheduler = Literal["constant", "linear", "cosine"]
@@ -76,6 +76,19 @@ class PreflightModule(L.LightningModule):
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, Tensor | None, Tensor | None]:
         """(loss output, chosen log-probs, rejected log-probs or None) for one batch."""
         raise NotImplementedError
+
+    def with_best_of_k(self, output: LossOutput, batch: dict[str, Tensor], rewards: Callable[[], Tensor]) -> LossOutput:
+        """In `preflight test` on lists: ``best_of_k_accuracy``, the share of lists whose best-scored completion gets
+        the highest of its list's rewards (`rewards()`: one per row of the batch, computed only then)."""
+        testing = self._trainer is not None and self.trainer.testing
+        if not testing or "scores" not in batch or "list_index" not in batch or "labels" in batch:
+            return output
+        from ..datamodules.collate import list_grid
+
+        rows, mask = list_grid(batch)
+        values = rewards().detach()
+        output.metrics["best_of_k_accuracy"] = best_of_k_accuracy(values[rows], batch["scores"][rows], mask)
+        return output
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor | dict[str, Tensor]:

@@ -236,6 +236,16 @@ class PreferenceModule(PreflightModule):
         worst's)."""
         policy = self.completion_logps(self.policy, batch)  # every row: a completion of a pair or of a list
         reference = self.reference_logps(batch) if self.loss_fn.requires_reference else None
+        output, chosen, rejected = self._loss_of_kind(batch, policy, reference)
+
+        def implicit_rewards() -> (
+            Tensor
+        ):  # their order: log π_θ − log π_ref, or (reference-free) the per-token log-prob
+            return policy - reference if reference is not None else policy / batch["completion_lengths"].clamp(min=1)
+
+        return self.with_best_of_k(output, batch, implicit_rewards), chosen, rejected
+
+    def _loss_of_kind(self, batch: dict[str, Tensor], policy: Tensor, reference: Tensor | None):
         if self.loss_fn.input_kind == "lists":
             return self._list_loss(batch, policy, reference)
         if self.loss_fn.input_kind == "unpaired":

@@ -137,4 +137,4 @@ class RewardModule(PreflightModule):
             chosen_lengths=lengths[chosen],
             rejected_lengths=lengths[rejected],
         )
-        return self.loss_fn(inputs), None, None
+        return self.with_best_of_k(self.loss_fn(inputs), batch, lambda: scores), None, None

@@ -103,3 +103,73 @@ def test_data_the_loss_does_not_take_is_refused_in_one_line(preflight, workdir, 
     assert result.code == 2
     assert result.preflight_lines()[-1] == message
     assert "Traceback" not in result.err
+
+
+def best_of_k_by_hand(rewards_of, rows) -> float:
+    """The share of lists whose best-scored completion's reward beats every other completion's (a tie: wrong)."""
+    correct = 0
+    for row in rows:
+        rewards = rewards_of(row)
+        top = max(row["scores"])
+        best = max(r for r, s in zip(rewards, row["scores"]) if s == top)
+        others = max(r for r, s in zip(rewards, row["scores"]) if s != top)
+        correct += best > others
+    return correct / len(rows)
+
+
+def test_best_of_k_accuracy_of_a_dpo_policy_and_a_reward_model_equals_a_hand_count(preflight, workdir):
+    """`preflight test` on a list file logs test/best_of_k_accuracy (RewardBench 2's best-of-4): for a DPO policy by its
+    implicit reward log π_θ − log π_ref, for a reward model by its score; recomputed here from the checkpoints' own
+    forwards, one sequence at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from preflight.pretrained import load_model, load_tokenizer
+    from tests.conftest import TINY_MODEL
+    from tests.helpers import naive_sequence_logps
+
+    rows = [json.loads(line) for line in open(ROOT / "assets/data/lists_val.jsonl")]
+    fours = [r for r in rows if len(r["completions"]) == 4][:12]
+    (workdir / "fours.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fours))
+    tokenizer = load_tokenizer("assets/tokenizer")
+
+    def ids(row, completion):
+        prompt = tokenizer(row["prompt"])["input_ids"]
+        full = tokenizer(row["prompt"] + completion + tokenizer.eos_token)["input_ids"]
+        return prompt, full[len(prompt) :]
+
+    def logged(run):
+        metrics = list(csv.DictReader(open(workdir / "runs" / run / "version_0" / "metrics.csv")))
+        return [float(r["test/best_of_k_accuracy"]) for r in metrics if r.get("test/best_of_k_accuracy")]
+
+    assert preflight("fit", "--config", "configs/lists.yaml", *QUICK_LISTS, "--model.learning_rate", "0.01").code == 0
+    test = ["--data.test", "fours.jsonl", "--ckpt_path", "last", "--trainer.enable_progress_bar", "false"]
+    assert preflight("test", "--config", "configs/lists.yaml", *test).code == 0
+    state = torch.load(workdir / "runs/lists/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    policy = load_model(str(TINY_MODEL), AutoModelForCausalLM)
+    policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
+    reference = load_model(str(TINY_MODEL), AutoModelForCausalLM)  # the seeded initial weights, as the copy held
+
+    def implicit(row):
+        return [
+            naive_sequence_logps(policy, *ids(row, c)) - naive_sequence_logps(reference, *ids(row, c))
+            for c in row["completions"]
+        ]
+
+    expected = best_of_k_by_hand(implicit, fours)
+    assert logged("lists") == [pytest.approx(expected, abs=1e-6)]
+
+    lists_val = ["--data.val", "assets/data/lists_val.jsonl", "--model.learning_rate", "0.01"]
+    assert preflight("fit", "--config", "configs/reward_model.yaml", *QUICK_LISTS, *lists_val).code == 0
+    assert preflight("test", "--config", "configs/reward_model.yaml", *test).code == 0
+    state = torch.load(workdir / "runs/reward_model/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    scorer = load_model(str(TINY_MODEL), AutoModelForSequenceClassification, num_labels=1).eval()
+    scorer.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+
+    def scores(row):
+        with torch.no_grad():
+            return [
+                scorer(input_ids=torch.tensor([sum(ids(row, c), [])])).logits[0, 0].item() for c in row["completions"]
+            ]
+
+    assert logged("reward_model") == [pytest.approx(best_of_k_by_hand(scores, fours), abs=1e-6)]
