@@ -42,7 +42,7 @@ def make_inputs(
 ) -> LossInputs:
     """Random inputs holding every field `loss` needs (and a margin), as leaf tensors."""
     g = torch.Generator().manual_seed(seed)
-    shape = (batch_size, LIST_SIZE) if loss.input_kind == "lists" else (batch_size,)
+    shape = (batch_size, LIST_SIZE) if loss.input_kind in ("lists", "reward_lists") else (batch_size,)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         t = (low + (high - low) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
@@ -50,6 +50,8 @@ def make_inputs(
 
     if loss.input_kind == "lists":
         return _list_inputs(loss, batch_size, lambda: uniform(logp_low, logp_high), g)
+    if loss.input_kind == "reward_lists":
+        return _list_inputs(loss, batch_size, lambda: uniform(-5.0, 5.0), g)
     if loss.input_kind == "unpaired":
         values = {name: uniform(logp_low, logp_high) for name in loss.required_fields() if name != "labels"}
         labels = torch.arange(batch_size) % 2 == 0  # both kinds in every batch
@@ -74,7 +76,8 @@ def _list_inputs(loss: PreferenceLoss, batch_size: int, logps, g: torch.Generato
         mask[b, 2 + b % (LIST_SIZE - 1) :] = False
     scores = torch.randint(0, 4, (batch_size, LIST_SIZE), generator=g).float()
     scores[:, 0], scores[:, 1] = 3.0, 0.0  # every list has a best and a worst
-    values = {"policy_logps": logps(), "scores": scores, "list_mask": mask}
+    ranked = "list_rewards" if loss.input_kind == "reward_lists" else "policy_logps"
+    values = {ranked: logps(), "scores": scores, "list_mask": mask}
     if loss.requires_reference:
         values["reference_logps"] = logps()
     values["completion_lengths"] = torch.randint(1, 301, (batch_size, LIST_SIZE), generator=g)
@@ -142,7 +145,7 @@ def check_no_reference_gradient(loss: PreferenceLoss) -> None:
 
 
 def check_monotonic(loss: PreferenceLoss) -> None:
-    if loss.input_kind == "lists":
+    if loss.input_kind in ("lists", "reward_lists"):
         return check_monotonic_lists(loss)
     if loss.input_kind == "unpaired":
         return check_monotonic_unpaired(loss)
@@ -170,12 +173,13 @@ def check_monotonic(loss: PreferenceLoss) -> None:
 def check_monotonic_lists(loss: PreferenceLoss) -> None:
     """Raising a list's best-scored completion never raises the loss; raising its worst never lowers it."""
     inputs = make_inputs(loss, batch_size=8, requires_grad=False, seed=7)
+    ranked = "list_rewards" if loss.input_kind == "reward_lists" else "policy_logps"
     base = loss(inputs).loss
     for b in range(8):
         for position, sign, which in ((0, +1, "best"), (1, -1, "worst")):  # `_list_inputs`: 0 scores 3, 1 scores 0
-            bumped = inputs.policy_logps.clone()
+            bumped = getattr(inputs, ranked).clone()
             bumped[b, position] += 0.5
-            moved = loss(dataclasses.replace(inputs, policy_logps=bumped)).loss
+            moved = loss(dataclasses.replace(inputs, **{ranked: bumped})).loss
             assert (moved - base) * sign <= 1e-6, (
                 f"{loss.name}: raising the {which} completion of list {b} by 0.5 changed the loss by "
                 f"{float(moved - base):+.3g}, expected {'≤' if sign > 0 else '≥'} 0"

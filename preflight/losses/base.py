@@ -20,11 +20,12 @@ LENGTH_FIELDS = ("chosen_lengths", "rejected_lengths")
 REWARD_FIELDS = ("chosen_rewards", "rejected_rewards")
 LIST_FIELDS = ("policy_logps", "scores", "list_mask")
 LIST_REFERENCE_FIELDS = ("reference_logps",)
+REWARD_LIST_FIELDS = ("list_rewards", "scores", "list_mask")
 UNPAIRED_FIELDS = ("policy_logps", "labels")
 KL_FIELDS = ("policy_kl_logps", "reference_kl_logps")
 #: what each input kind receives: pairs of log-probs, pairs of reward-model scores, whole lists, or unpaired
 #: completions labelled desirable or undesirable
-INPUT_KINDS = {"logps": "pairs", "rewards": "pairs", "lists": "lists", "unpaired": "unpaired"}
+INPUT_KINDS = {"logps": "pairs", "rewards": "pairs", "lists": "lists", "reward_lists": "lists", "unpaired": "unpaired"}
 
 
 @dataclass
@@ -36,7 +37,8 @@ class LossInputs:
 
     Lists (losses with ``input_kind = "lists"``), every tensor [B, K] for B lists of at most K completions:
     `policy_logps` / `reference_logps` the summed log-probs of each completion, `scores` its score in the data,
-    `list_mask` True where a completion exists (shorter lists are padded), `completion_lengths` its tokens.
+    `list_mask` True where a completion exists (shorter lists are padded), `completion_lengths` its tokens;
+    `list_rewards` a reward model's score of each completion (losses with ``input_kind = "reward_lists"``).
 
     Unpaired completions (losses with ``input_kind = "unpaired"``), every tensor [B] for B (prompt, completion) rows:
     `policy_logps` / `reference_logps` the completion's summed log-probs, `labels` True for a desirable completion,
@@ -61,6 +63,7 @@ class LossInputs:
     labels: Tensor | None = None
     policy_kl_logps: Tensor | None = None
     reference_kl_logps: Tensor | None = None
+    list_rewards: Tensor | None = None
 
     def to_float32(self) -> "LossInputs":
         """A copy with every floating tensor at least float32 (bf16/fp16 are upcast)."""
@@ -119,7 +122,8 @@ class PreferenceLoss(nn.Module):
     #: The loss reads `chosen_lengths` / `rejected_lengths`.
     requires_lengths: ClassVar[bool] = False
     #: "logps" for pairs of policy log-probs (DPO family), "rewards" for reward-model scores, "lists" for whole
-    #: lists of scored completions (`LossInputs` list fields), "unpaired" for labelled single completions.
+    #: lists of scored completions (`LossInputs` list fields), "reward_lists" for a reward model's scores of whole
+    #: lists, "unpaired" for labelled single completions.
     input_kind: ClassVar[str] = "logps"
     #: (unpaired) The loss reads the mismatched rows' log-probs (`LossInputs.policy_kl_logps`): KTO's reference point.
     uses_kl_rows: ClassVar[bool] = False
@@ -133,6 +137,8 @@ class PreferenceLoss(nn.Module):
     registry_names: ClassVar[tuple[str, ...]] = ()
 
     def required_fields(self) -> tuple[str, ...]:
+        if self.input_kind == "reward_lists":
+            return REWARD_LIST_FIELDS
         if self.input_kind == "lists":
             return LIST_FIELDS + (LIST_REFERENCE_FIELDS if self.requires_reference else ())
         if self.input_kind == "unpaired":

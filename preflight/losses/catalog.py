@@ -44,6 +44,7 @@ def loss_catalog() -> list[LossEntry]:
             "logps": "takes pairs",
             "rewards": "takes pairs of rewards (reward models)",
             "lists": "takes lists",
+            "reward_lists": "takes lists of rewards (reward models)",
             "unpaired": "takes unpaired completions (prompt, completion, label)",
         }
         entries.append(

@@ -83,13 +83,36 @@ class PlackettLuceLoss(ListLoss):
 
     def compute(self, inputs: LossInputs) -> LossOutput:
         r = implicit_rewards(inputs, self.beta)
-        below = ordered_pairs(inputs)  # [B, i, j]: j strictly below i
-        itself = torch.eye(r.shape[1], dtype=torch.bool, device=r.device)[None]
-        competitors = torch.where(below | itself, r[:, None, :], NEG_INF)
-        terms = r - torch.logsumexp(competitors, dim=-1)
-        ranked = below.any(-1)  # i has some completion below it
-        losses = -(terms * ranked).sum(-1)
-        return list_output(losses, r, inputs)
+        return list_output(plackett_luce_losses(r, inputs), r, inputs)
+
+
+def plackett_luce_losses(r: Tensor, inputs: LossInputs) -> Tensor:
+    """Per list [B]: ``−Σ_i log( exp(r_i) / (exp(r_i) + Σ_{j: s_j < s_i} exp(r_j)) )`` over the completions scored
+    above some other (ties never contrasted), for rewards `r` [B, K]."""
+    below = ordered_pairs(inputs)  # [B, i, j]: j strictly below i
+    itself = torch.eye(r.shape[1], dtype=torch.bool, device=r.device)[None]
+    competitors = torch.where(below | itself, r[:, None, :], NEG_INF)
+    terms = r - torch.logsumexp(competitors, dim=-1)
+    ranked = below.any(-1)  # i has some completion below it
+    return -(terms * ranked).sum(-1)
+
+
+@register_loss("plackett_luce_reward")
+class PlackettLuceRewardLoss(PreferenceLoss):
+    r"""A reward model's loss on ranked lists: the Plackett–Luce model over its rewards (the list form of the seed's
+    Eq. 2; Plackett 1975, as used for reward models by Zhu et al. 2023, arXiv 2301.11270).
+
+    Per list, with τ the ranking by score (best first): ``−Σ_k log( exp(r_τ(k)) / Σ_{j ≥ k} exp(r_τ(j)) )``, r the
+    reward model's scores; ties as `plackett_luce` (tied completions never contrasted). K = 2 is ``bradley_terry``.
+    ``RewardModule`` with ``data.pairs_from_lists: list`` gives it whole lists.
+    """
+
+    input_kind = "reward_lists"
+    requires_reference = False
+
+    def compute(self, inputs: LossInputs) -> LossOutput:
+        r = torch.where(inputs.list_mask, inputs.list_rewards, 0.0)
+        return list_output(plackett_luce_losses(r, inputs), r, inputs)
 
 
 @register_loss("lipo_lambda", "lipo")

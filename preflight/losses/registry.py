@@ -68,7 +68,8 @@ def check_data_kind(loss: PreferenceLoss, data_kind: str) -> None:
         return ", ".join(sorted(n for n, c in _REGISTRY.items() if c.input_kind == kind and n == c.registry_names[0]))
 
     advice = {
-        "pairs": f"choose a list-wise loss ({named('lists')}) or pairs_from_lists all, best_worst or consecutive"
+        "pairs": f"choose a list-wise loss ({named('reward_lists' if loss.input_kind == 'rewards' else 'lists')}) "
+        "or pairs_from_lists all, best_worst or consecutive"
         if data_kind == "lists"
         else f"choose an unpaired loss ({named('unpaired')}), or give pairs",
         "lists": "train it on list data (prompt, completions, scores) with data.pairs_from_lists: list",

@@ -110,6 +110,11 @@ class PreferenceModule(PreflightModule):
         super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
+        if self.loss_fn.input_kind in ("rewards", "reward_lists"):
+            raise ValueError(
+                f"PreferenceModule trains a policy on log-probs; loss '{self.loss_fn.name}' takes a reward model's "
+                "scores (use RewardModule: --model.class_path preflight.RewardModule)"
+            )
         if not isinstance(model, str):
             self.hparams["model"] = model_source(model)
         if reference not in ("auto", "copy", "adapter", "precomputed", "none"):

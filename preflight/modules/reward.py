@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from ..datamodules.collate import pair_rows, row_lengths
+from ..datamodules.collate import list_grid, pair_rows, row_lengths
 from ..losses import LossInputs, LossOutput
 from ..losses.registry import check_data_kind
 from .base import LossSpec, PreflightModule, Scheduler
@@ -57,7 +57,7 @@ class RewardModule(PreflightModule):
         super().__init__(loss, learning_rate, weight_decay, warmup_steps, scheduler, on_nonfinite)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.hparams["loss"] = self._loss_spec  # plain data, whatever form the loss was given in
-        if self.loss_fn.input_kind != "rewards":
+        if self.loss_fn.input_kind not in ("rewards", "reward_lists"):
             raise ValueError(
                 f"RewardModule trains on reward scores; loss '{self.loss_fn.name}' needs policy log-probs "
                 "(use PreferenceModule, or a reward loss such as bradley_terry)"
@@ -124,10 +124,16 @@ class RewardModule(PreflightModule):
         return out.logits[:, 0].float()
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[LossOutput, None, None]:
-        """The loss of the batch's pairs (given as pairs, or formed from lists by ``pairs_from_lists``)."""
-        if "list_index" in batch and "pairs" not in batch:
-            check_data_kind(self.loss_fn, "lists")
+        """The loss of the batch's pairs (given as pairs, or formed from lists by ``pairs_from_lists``), or of whole
+        lists for a list loss (``plackett_luce_reward``)."""
+        whole_lists = "list_index" in batch and "pairs" not in batch
+        if whole_lists != (self.loss_fn.input_kind == "reward_lists"):
+            check_data_kind(self.loss_fn, "lists" if whole_lists else "pairs")
         scores = self.rewards(batch)
+        if whole_lists:
+            rows, mask = list_grid(batch)
+            inputs = LossInputs(list_rewards=scores[rows], scores=batch["scores"][rows], list_mask=mask)
+            return self.with_best_of_k(self.loss_fn(inputs), batch, lambda: scores), None, None
         chosen, rejected = pair_rows(batch)
         lengths = row_lengths(batch)
         inputs = LossInputs(

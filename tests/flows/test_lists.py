@@ -173,3 +173,23 @@ def test_best_of_k_accuracy_of_a_dpo_policy_and_a_reward_model_equals_a_hand_cou
             ]
 
     assert logged("reward_model") == [pytest.approx(best_of_k_by_hand(scores, fours), abs=1e-6)]
+
+
+def test_a_reward_model_trains_on_whole_lists_with_plackett_luce_reward(preflight, workdir):
+    lists = ["--data.train", "assets/data/lists_val.jsonl", "--data.val", "assets/data/lists_val.jsonl"]
+    args = ["fit", "--config", "configs/reward_model.yaml", *lists, *QUICK_LISTS[2:], "--data.pairs_from_lists", "list"]
+    result = preflight(*args, "--model.loss", "plackett_luce_reward")
+    assert result.code == 0, result.err[-3000:]
+    logged = validation(workdir, "reward_model")
+    assert 0 <= logged["val/rewards/list_accuracies"] <= 1 and logged["val/loss"] > 0
+    refused = preflight(*args, "--model.loss", "bradley_terry")
+    assert refused.code == 2 and refused.preflight_lines()[-1] == (
+        "preflight: error: loss 'bradley_terry' takes pairs, but the data gives whole lists "
+        "(data.pairs_from_lists: list): choose a list-wise loss (plackett_luce_reward) or pairs_from_lists all, "
+        "best_worst or consecutive"
+    )
+    policy = preflight("fit", "--config", "configs/lists.yaml", "--model.loss", "plackett_luce_reward")
+    assert policy.code == 2 and policy.preflight_lines()[-1] == (
+        "preflight: error: PreferenceModule trains a policy on log-probs; loss 'plackett_luce_reward' takes a reward "
+        "model's scores (use RewardModule: --model.class_path preflight.RewardModule)"
+    )

@@ -130,3 +130,24 @@ def test_lipo_gains_relative_to_the_top_score_equal_the_formula_at_large_scores(
     want = [lipo(r, [v + 120 for v in s]) for r, s in plain]
     assert torch.isfinite(out.losses).all()
     assert out.losses.tolist() == pytest.approx(want, rel=1e-5)
+
+
+def test_plackett_luce_reward_is_plackett_luce_over_a_reward_models_scores_and_bradley_terry_at_two():
+    inputs, plain = lists(2)
+    rewards = inputs.policy_logps / 10  # any scores
+    reward_inputs = LossInputs(list_rewards=rewards, scores=inputs.scores, list_mask=inputs.list_mask)
+    out = get_loss("plackett_luce_reward")(reward_inputs)
+    want = [
+        plackett_luce([v for v, m in zip(row, mask) if m], [s for s, m in zip(scores, mask) if m])
+        for row, scores, mask in zip(rewards.tolist(), inputs.scores.tolist(), inputs.list_mask.tolist())
+    ]
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-5)
+    two = LossInputs(
+        list_rewards=torch.tensor([[1.5, -0.25], [0.3, 0.9]]),
+        scores=torch.tensor([[1.0, 0.0], [2.0, 1.0]]),
+        list_mask=torch.ones(2, 2, dtype=torch.bool),
+    )
+    bt = get_loss("bradley_terry")(
+        LossInputs(chosen_rewards=torch.tensor([1.5, 0.3]), rejected_rewards=torch.tensor([-0.25, 0.9]))
+    )
+    assert get_loss("plackett_luce_reward")(two).losses.tolist() == pytest.approx(bt.losses.tolist(), rel=1e-6)
