@@ -75,6 +75,7 @@ def staged_export(out: Path, mark: dict[str, Any]) -> Iterator[Path]:
         (staging / EXPORT_MARK).write_text(json.dumps(mark, indent=2) + "\n")
         yield staging
         _usual_modes(staging)
+        check_export_target(out)  # again at the swap: the target may have changed while the export was written
         if out.exists():
             _exchange(staging, out)  # staging now holds the earlier export (or the empty folder)
             shutil.rmtree(staging)

@@ -353,3 +353,22 @@ def test_a_checkpoint_write_that_fails_names_the_path_and_keeps_the_previous_one
     assert errors[0].startswith(f"preflight: error: {last}: the checkpoint could not be written (")
     assert errors[0].endswith("); the previous one is unchanged")
     assert step_of(last) == 2 and last.stat().st_size == size
+
+
+def test_a_target_filled_by_the_user_while_the_export_writes_is_left_alone(preflight, workdir, trained, monkeypatch):
+    """The target is checked again at the swap: files that appeared in it meanwhile are the user's, and stay."""
+    import preflight.export as export
+
+    real = export.trained_model
+
+    def user_writes_meanwhile(module):
+        (workdir / "late").mkdir()
+        (workdir / "late" / "mine.txt").write_text("written while the export ran\n")
+        return real(module)
+
+    monkeypatch.setattr(export, "trained_model", user_writes_meanwhile)
+    result = preflight("export", "runs/dpo", "late")
+    assert result.code == 2
+    assert result.preflight_lines()[-1].startswith("preflight: error: late: holds files preflight did not write")
+    assert (workdir / "late" / "mine.txt").read_text() == "written while the export ran\n"
+    assert not [p for p in os.listdir(workdir) if p.startswith(".")]  # the staging folder is gone
