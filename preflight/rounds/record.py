@@ -94,11 +94,24 @@ def round_record(settings: IterateSettings, r: int, prompts: list[Any], indices:
     }
 
 
+#: what a round (0: the initial policy and its evaluation) has produced once it holds any of these
+OUTPUTS = ("completions.partial.jsonl", "completions.jsonl", "samples.json", "checkpoints", "policy", "eval.jsonl")
+
+
+def produced(folder: Path) -> bool:
+    """Whether the round has produced anything a rerun would resume (a round stopped before its first sampled row,
+    say by a reward that raised at once, has not)."""
+    partial = folder / "completions.partial.jsonl"
+    if partial.is_file() and partial.stat().st_size > 0:
+        return True
+    return any((folder / name).exists() for name in OUTPUTS if name != "completions.partial.jsonl")
+
+
 def check_or_write(folder: Path, record: dict[str, Any], round_: int, out: Path) -> None:
-    """Write `record` into the round's folder, or refuse it if the folder holds another (one line naming the first
-    key that differs and the round)."""
+    """Write `record` into the round's folder, or refuse it if the folder holds another and has produced something
+    under it (one line naming the first key that differs and the round)."""
     path = folder / RECORD
-    if not path.is_file():
+    if not path.is_file() or not produced(folder):
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         return

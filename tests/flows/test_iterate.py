@@ -326,3 +326,16 @@ def test_a_rounds_fit_holds_no_model_but_the_policy_and_its_reference(preflight,
     result = preflight("iterate", "--config", config)
     assert result.code == 0, result.err[-3000:]
     assert count.read_text() == "2"
+
+
+def test_a_round_that_produced_nothing_takes_the_new_settings(preflight, workdir):
+    """A reward that raised at the first prompt left a record but no rows: the rerun with another reward runs."""
+    failed = preflight(
+        "iterate", "--config", small_config(workdir, "f", rounds=1, reward="tests.helpers:reward_that_raises")
+    )
+    assert failed.code == 2
+    fixed = preflight("iterate", "--config", small_config(workdir, "f", rounds=1))
+    assert fixed.code == 0, fixed.err[-3000:]
+    assert (
+        json.loads((workdir / "runs/f/rounds/1/settings.json").read_text())["reward"] == "tests.helpers:length_reward"
+    )
