@@ -121,6 +121,13 @@ def check_python_output(block, out):
         assert out.startswith("tensor(0.5981")  # −log σ(0.1 · ((−12 + 13) − (−15 + 14))) = −log σ(0.2)
     if "check_loss(" in block.body:
         assert out.startswith("check_loss('margin_dpo'): 7 checks passed")
+    if "Policy.load(" in block.body:  # two decoded samples, then their two log-probs (negative: they are log-probs)
+        import ast
+
+        texts, logps = (ast.literal_eval(line) for line in out.strip().splitlines())
+        assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+        (values,) = logps
+        assert len(values) == 2 and all(v < 0 for v in values)
 
 
 def check_command_output(block, args, out, folder):
