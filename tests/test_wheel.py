@@ -92,7 +92,7 @@ def test_the_installed_wheel_trains_from_an_empty_folder(installed, tmp_path):
         env,
     )
     assert "preflight: data: train assets/data/train.jsonl (" in fit.stdout
-    metrics = (work / "runs/dpo/version_0/metrics.csv").read_text().splitlines()
+    metrics = (work / "runs/my_dpo/version_0/metrics.csv").read_text().splitlines()  # named for its config
     header = metrics[0].split(",")
     steps = [row.split(",")[header.index("step")] for row in metrics[1:]]
     assert steps[0] == "0" and "3" in steps and "val/loss" in header  # the baseline, the third step, its validation
