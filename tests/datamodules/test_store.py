@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-import preflight.datamodules.preference as preference
+import preflight.datamodules.splits as splits
 from preflight import PreferenceDataModule
 from preflight.pretrained import load_tokenizer
 from preflight.datamodules.tokenization import tokenize_example, truncate
@@ -35,13 +35,13 @@ def one_at_a_time(path, max_length=256):
 
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_ids_do_not_depend_on_the_number_of_processes(num_proc, monkeypatch):
-    monkeypatch.setattr(preference, "CHUNK", 300)  # several chunks, so the workers share the file
+    monkeypatch.setattr(splits, "CHUNK", 300)  # several chunks, so the workers share the file
     dm = PreferenceDataModule(str(TOKENIZER), train=str(TRAIN), num_proc=num_proc, max_length=256, use_cache=False)
     assert ids(dm) == one_at_a_time(TRAIN)
 
 
 def test_bad_rows_are_reported_the_same_with_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(preference, "CHUNK", 2)
+    monkeypatch.setattr(splits, "CHUNK", 2)
     rows = [json.loads(line) for line in open(VAL)][:9]
     lines = [json.dumps(r) for r in rows]
     lines[3] = '{"prompt": "Hi", "chosen": " yes"}'
@@ -59,9 +59,9 @@ def test_bad_rows_are_reported_the_same_with_workers(tmp_path, monkeypatch):
 
 def test_the_source_is_read_in_chunks_while_the_store_is_written(tmp_path, monkeypatch):
     """Bounded memory: rows are read while earlier chunks are already on disk, never all at once."""
-    monkeypatch.setattr(preference, "CHUNK", 100)
+    monkeypatch.setattr(splits, "CHUNK", 100)
     events = []
-    real_rows, real_add = Source.rows, preference.PairStoreWriter.add
+    real_rows, real_add = Source.rows, splits.PairStoreWriter.add
 
     def rows(self):
         for row in real_rows(self):
@@ -73,7 +73,7 @@ def test_the_source_is_read_in_chunks_while_the_store_is_written(tmp_path, monke
         return real_add(self, pairs)
 
     monkeypatch.setattr(Source, "rows", rows)
-    monkeypatch.setattr(preference.PairStoreWriter, "add", add)
+    monkeypatch.setattr(splits.PairStoreWriter, "add", add)
     PreferenceDataModule(str(TOKENIZER), train=str(TRAIN), num_proc=1, use_cache=False).dataset("train")
     writes = [i for i, e in enumerate(events) if isinstance(e, tuple)]
     assert max(e[1] for e in events if isinstance(e, tuple)) <= 100
