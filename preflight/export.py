@@ -32,7 +32,7 @@ def trained_model(module: L.LightningModule | torch.nn.Module) -> torch.nn.Modul
 
 
 def export_module(
-    module: L.LightningModule,
+    module: L.LightningModule | torch.nn.Module,
     out: str | Path,
     tokenizer: Any = None,
     merge_lora: bool = True,

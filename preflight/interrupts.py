@@ -31,7 +31,7 @@ class Interrupted(Exception):
 
     def __init__(self, signal_name: str, step: int, path: str | None) -> None:
         self.signal_name, self.step, self.path = signal_name, step, path
-        saved = f"saved {path} (resume with --ckpt_path last)" if path else "no checkpoint callback: nothing saved"
+        saved = f"saved {path} (resume with --ckpt_path last)" if path else "nothing saved"
         super().__init__(f"stopped by {signal_name} at step {step}: {saved}")
 
 
@@ -78,7 +78,7 @@ class SaveOnInterrupt(L.Callback):
         local = self.requested or ("SIGTERM" if trainer.received_sigterm else None)
         if not trainer.strategy.reduce_boolean_decision(local is not None, all=False):
             return
-        raise Interrupted(local or "a signal on another process", trainer.global_step, self._save(trainer))
+        raise Interrupted(local or "a signal on another process", trainer.global_step, save_last(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """Lightning stops a SIGTERM that arrives during validation with `SIGTERMException`, a `SystemExit`
@@ -86,8 +86,4 @@ class SaveOnInterrupt(L.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException) and trainer.state.fn is not None and trainer.state.fn.value == "fit":
-            exception.preflight_interrupted = Interrupted("SIGTERM", trainer.global_step, self._save(trainer))
-
-    @staticmethod
-    def _save(trainer: L.Trainer) -> str | None:
-        return save_last(trainer)
+            exception.preflight_interrupted = Interrupted("SIGTERM", trainer.global_step, save_last(trainer))
